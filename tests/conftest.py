@@ -11,3 +11,39 @@ if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
 SHARED_DATA = os.path.join(os.path.dirname(REPO), 'shared', 'data')
+
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def pytest_configure(config):
+  config.addinivalue_line('markers', 'slow: long-running test (still run in CI)')
+
+
+@pytest.fixture(scope='session')
+def tiny_data_dir(tmp_path_factory):
+  """The synthetic `tiny` preset, generated and built once per test session (UM layout)."""
+  from data_prep import build
+  from data_prep import synthetic
+  root = tmp_path_factory.mktemp('tiny_synthetic')
+  synthetic.generate(str(root / 'raw'), 'um', 'tiny', seed=0)
+  build.build('synthetic', str(root / 'raw'), str(root / 'data'))
+  return str(root / 'data')
+
+
+def tiny_config(data_dir):
+  """configs/synthetic.py shrunk to test size (STYLE §6): D=16, L=4, 32 snippets, batch 8."""
+  from configs import synthetic
+  c = synthetic.get_config()
+  c.data.data_dir = data_dir
+  c.data.synthetic_preset = 'tiny'
+  c.data.max_snippets = 32
+  c.data.eval_buckets = (64, 128, 256)
+  c.data.eval_batch_size = 8
+  c.model.dim = 16
+  c.model.num_units = 4
+  c.batch_size = 8
+  c.num_train_steps = 4
+  c.log_every_steps = 2
+  c.eval_every_steps = 4
+  c.checkpoint_every_steps = 2
+  return c

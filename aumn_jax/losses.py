@@ -1,0 +1,156 @@
+"""Training losses of AUMN (SPEC.md §3) and the diagnostics that reveal its failure modes (§9).
+
+total_loss(out, batch, loss_cfg) -> (loss, aux) is the one entry point; each term is its own
+function of the model outputs so a research tweak swaps one function. All means are masked
+(padded snippets never count) and all batch sums are plain jnp sums: global under jit.
+
+Deliberately not here: weight decay (the optimizer adds it), anything that reads parameters or
+the stored bank (they are not outputs), and NumPy.
+"""
+from typing import Any, Dict, Tuple
+
+import jax
+import jax.numpy as jnp
+
+from aumn_jax import memory
+
+_EPS = 1e-6
+# A unit is "in use" when it claims more than this fraction of its uniform share of the
+# batch's foreground mass (1/L): a unit at 10 % of uniform is effectively dead.
+_IN_USE_SHARE = 0.1
+
+
+def _entropy(p, axis=-1):
+  # xlogy: 0 * log 0 = 0 with a finite gradient (no NaN from log of an underflowed softmax).
+  return -jnp.sum(jax.scipy.special.xlogy(p, p), axis=axis)
+
+
+def _masked_mean(x_BxT, mask_BxT):
+  return jnp.sum(x_BxT * mask_BxT) / jnp.maximum(jnp.sum(mask_BxT), 1.0)
+
+
+def classification_loss(out, labels_BxC):
+  """CE(p, [y, 1]) + CE(p', [y, 0]), targets normalised to sum 1, mean over videos."""
+  ones = jnp.ones_like(labels_BxC[:, :1])
+  t_base = jnp.concatenate([labels_BxC, ones], axis=-1)
+  t_supp = jnp.concatenate([labels_BxC, 0.0 * ones], axis=-1)
+  t_base = t_base / jnp.sum(t_base, axis=-1, keepdims=True)
+  t_supp = t_supp / jnp.maximum(jnp.sum(t_supp, axis=-1, keepdims=True), _EPS)
+  ce = lambda t, logits: -jnp.sum(t * jax.nn.log_softmax(logits, axis=-1), axis=-1)
+  return jnp.mean(ce(t_base, out['video_logits']) + ce(t_supp, out['video_logits_supp']))
+
+
+def diversity_loss(adapted_BxLxD):
+  """||M^ M^T - I||_F^2 / L^2 on the row-normalised adapted memory, mean over videos."""
+  n = memory.safe_normalize(adapted_BxLxD)
+  gram = jnp.matmul(n, jnp.swapaxes(n, -1, -2))
+  num_units = adapted_BxLxD.shape[-2]
+  return jnp.mean(jnp.sum(jnp.square(gram - jnp.eye(num_units)), axis=(-2, -1))
+                  / num_units ** 2)
+
+
+def homogeneity_loss(update_attn_BxTxL, update_cos_BxTxL, fg_BxT, mask_BxT):
+  """sum_t m a sum_l R (1 - cos(H Wk, M~ Wq)) / sum_t m a, per video, mean over videos."""
+  w_BxT = fg_BxT * mask_BxT
+  spread_BxT = jnp.sum(update_attn_BxTxL * (1.0 - update_cos_BxTxL), axis=-1)
+  per_video = jnp.sum(w_BxT * spread_BxT, axis=1) / (jnp.sum(w_BxT, axis=1) + _EPS)
+  return jnp.mean(per_video)
+
+
+def read_sparsity(read_attn_BxTxL, mask_BxT):
+  """mean_t H(A_t) - H(mean_{b,t} A_bt) over valid snippets (few units each, many in all)."""
+  conditional = _masked_mean(_entropy(read_attn_BxTxL), mask_BxT)
+  marginal_L = (jnp.sum(read_attn_BxTxL * mask_BxT[..., None], axis=(0, 1))
+                / jnp.maximum(jnp.sum(mask_BxT), 1.0))
+  return conditional - _entropy(marginal_L)
+
+
+def foreground_sparsity(fg_BxT, mask_BxT):
+  """mean_t a_t over valid snippets: actions are a small part of a video (BaS-Net's L1)."""
+  return _masked_mean(fg_BxT, mask_BxT)
+
+
+def diagnostics(out, mask_BxT) -> Dict[str, jnp.ndarray]:
+  """Scalars that reveal the failure modes of SPEC §9 (no gradient, logging only).
+
+  Weak supervision has no snippet labels, so "action" vs "background" snippets are weighted by
+  the foreground attention a and by 1 - a (the model's own actionness, the best proxy the
+  batch offers; compare with ground truth offline).
+  """
+  out = jax.lax.stop_gradient(out)
+  m = mask_BxT
+  fg = out['fg']
+  w_act, w_bg = fg * m, (1.0 - fg) * m
+  wmean = lambda x, w: jnp.sum(x * w) / (jnp.sum(w) + _EPS)
+  p_bg_BxT = jax.nn.softmax(out['cas'], axis=-1)[..., -1]
+  diag = {
+      'diag_fg_mean': _masked_mean(fg, m),
+      # Base branch: p(background) should be high where a is low and low where a is high.
+      'diag_bg_prob_action': wmean(p_bg_BxT, w_act),
+      'diag_bg_prob_background': wmean(p_bg_BxT, w_bg),
+  }
+  if 'read_attn' not in out:
+    return diag
+
+  read, upd, mass = out['read_attn'], out['update_attn'], out['mass']
+  num_units = read.shape[-1]
+  log_l = jnp.log(float(num_units))
+
+  def usage_cos(attn_BxTxL):
+    u_act = jnp.einsum('bt,btl->l', w_act, attn_BxTxL)
+    u_bg = jnp.einsum('bt,btl->l', w_bg, attn_BxTxL)
+    return jnp.sum(memory.safe_normalize(u_act) * memory.safe_normalize(u_bg))
+
+  read_entropy = _masked_mean(_entropy(read), m)
+  read_marginal = (jnp.sum(read * m[..., None], axis=(0, 1)) / jnp.maximum(jnp.sum(m), 1.0))
+  share_L = jnp.sum(mass, axis=0) / (jnp.sum(mass) + _EPS)
+  adapted = out['memory_adapted']
+  # Same unit, different videos: 1 means M~ ignores the video (the adaptation is dead).
+  unit_dirs = memory.safe_normalize(adapted)
+  mean_dir_LxD = jnp.mean(unit_dirs, axis=0)
+  batch = adapted.shape[0]
+  cross_video = ((jnp.sum(jnp.square(batch * mean_dir_LxD), axis=-1)
+                  - jnp.sum(jnp.square(unit_dirs), axis=(0, -1)))
+                 / max(batch * (batch - 1), 1))
+  diag.update({
+      'diag_read_entropy': read_entropy,
+      'diag_read_entropy_ratio': read_entropy / log_l,
+      'diag_read_marginal_entropy_ratio': _entropy(read_marginal) / log_l,
+      'diag_read_usage_cos': usage_cos(read),
+      'diag_update_entropy_ratio': _masked_mean(_entropy(upd), m) / log_l,
+      'diag_update_usage_cos': usage_cos(upd),
+      'diag_units_in_use': jnp.mean((share_L > _IN_USE_SHARE / num_units).astype(jnp.float32)),
+      'diag_memory_abs_cos': memory.mean_abs_offdiag_cos(adapted),
+      'diag_memory_cross_video_cos': jnp.mean(cross_video),
+  })
+  return diag
+
+
+def total_loss(out, batch, loss_cfg: Any) -> Tuple[jnp.ndarray, Dict[str, jnp.ndarray]]:
+  """L = L_cls + lambda_div L_div + lambda_hom L_hom + lambda_sp L_sp (SPEC §3).
+
+  Args:
+    out: model outputs (models.py); the memory terms need the 'aumn' head's keys.
+    batch: needs 'labels' [B, C] and 'mask' [B, T].
+    loss_cfg: config.loss (lambda_div, lambda_hom, lambda_sp, lambda_marginal).
+
+  Returns:
+    (loss, aux): aux holds loss_cls, loss_div, loss_hom, loss_sp and the diag_* scalars. For
+    head='mil' loss_div = loss_hom = 0, loss_sp is the foreground L1 alone, and the memory
+    diagnostics are absent.
+  """
+  mask = batch['mask'].astype(jnp.float32)
+  zero = jnp.zeros((), jnp.float32)
+  loss_cls = classification_loss(out, batch['labels'])
+  loss_sp = foreground_sparsity(out['fg'], mask)
+  loss_div = loss_hom = zero
+  if 'read_attn' in out:
+    loss_div = diversity_loss(out['memory_adapted'])
+    loss_hom = homogeneity_loss(out['update_attn'], out['update_cos'], out['fg'], mask)
+    conditional_minus_marginal = read_sparsity(out['read_attn'], mask)
+    loss_sp = loss_sp + conditional_minus_marginal
+  loss = (loss_cls + loss_cfg.lambda_div * loss_div + loss_cfg.lambda_hom * loss_hom
+          + loss_cfg.lambda_sp * loss_sp)
+  aux = {'loss_cls': loss_cls, 'loss_div': loss_div, 'loss_hom': loss_hom, 'loss_sp': loss_sp}
+  aux.update(diagnostics(out, mask))
+  return loss, aux

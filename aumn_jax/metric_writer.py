@@ -1,0 +1,60 @@
+"""Run outputs other than checkpoints: metrics.jsonl, config.json, TensorBoard events.
+
+Only process 0 writes; on other processes every method is a no-op, so callers never branch.
+`metrics.jsonl` holds one JSON object per logged step: training lines carry `step`, `loss`
+(the total) and every loss term and diagnostic; evaluation lines carry `step` and the
+evaluator's keys.
+"""
+import json
+import math
+import os
+from typing import Any, Mapping
+
+import jax
+
+
+class MetricWriter:
+  """Appends to W/metrics.jsonl and writes TensorBoard scalars under W/tensorboard."""
+
+  def __init__(self, workdir: str, *, enabled: bool | None = None):
+    self.enabled = jax.process_index() == 0 if enabled is None else enabled
+    self._tb = None
+    self._jsonl = None
+    if self.enabled:
+      os.makedirs(workdir, exist_ok=True)
+      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+    self.workdir = workdir
+
+  def write(self, step: int, metrics: Mapping[str, Any], prefix: str = '') -> None:
+    """One JSON line (`step` first) and one TensorBoard scalar per numeric value."""
+    if not self.enabled:
+      return
+    line = {'step': int(step)}
+    for key, value in metrics.items():
+      line[key] = _to_json(value)
+    self._jsonl.write(json.dumps(line) + '\n')
+    self._jsonl.flush()
+    for key, value in line.items():
+      if key != 'step' and isinstance(value, (int, float)) and math.isfinite(value):
+        self._tb.add_scalar(prefix + key, value, step)
+    self._tb.flush()
+
+  def write_config(self, config) -> None:
+    if self.enabled:
+      with open(os.path.join(self.workdir, 'config.json'), 'w', encoding='utf-8') as f:
+        f.write(config.to_json_best_effort(indent=2))
+
+  def close(self) -> None:
+    if self.enabled:
+      self._jsonl.close()
+      self._tb.close()
+
+
+def _to_json(value: Any) -> Any:
+  if hasattr(value, 'tolist'):
+    value = value.tolist()
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)  # JSON has no NaN/Inf; keep the line parseable
+  return value

@@ -1,0 +1,184 @@
+"""Flax modules of AUMN (SPEC.md §2) and its BaS-Net baseline (model.head = 'mil').
+
+Holds the two-branch background-suppression skeleton (embedding, foreground attention,
+base / suppressed class activation sequences, top-k MIL video scores) and the AUMN head:
+the action-unit memory bank lives in the `memory` variable collection (state moved by
+memory.update_bank when applied with train=True and mutable=['memory'], never by the
+optimizer); the attentions and the update rule are the pure functions of memory.py.
+
+Deliberately not here: losses (losses.py), NumPy, devices or collectives (sums over the batch
+are global under jit), and localization (host code in localization.py).
+
+Masks: padded snippets are zeroed before the conv and after it, so a valid snippet next to
+padding sees exactly what it sees at the true end of the video; every attention, mass and
+top-k is masked, so padding changes no output at valid positions, no video score and not the
+memory update.
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from aumn_jax import memory
+
+
+def topk_mean(s_BxTxC, mask_BxT, ratio):
+  """Per class, mean of the top-k of s over VALID t, k = max(1, floor(T_valid / ratio)).
+
+  k differs per video under one static shape: padded positions sort last (-inf) and ranks
+  >= k are masked out. A video with no valid snippet (an eval batch's padding video) scores 0.
+  """
+  valid = mask_BxT[..., None] > 0
+  t_valid_B = jnp.sum(mask_BxT > 0, axis=1)
+  k_B = jnp.maximum(1, t_valid_B // ratio)
+  sorted_desc = -jnp.sort(jnp.where(valid, -s_BxTxC, jnp.inf), axis=1)
+  ranks_T = jnp.arange(s_BxTxC.shape[1])
+  keep = (ranks_T[None, :] < k_B[:, None]) & (ranks_T[None, :] < t_valid_B[:, None])
+  total_BxC = jnp.sum(jnp.where(keep[..., None], sorted_desc, 0.0), axis=1)
+  return total_BxC / k_B[:, None].astype(s_BxTxC.dtype)
+
+
+class Embedding(nn.Module):
+  """H = Dropout(ReLU(Conv1D_k3(X))), zero at padded snippets."""
+  dim: int
+  dropout: float
+
+  @nn.compact
+  def __call__(self, x_BxTxF, mask_BxT, train):
+    m = mask_BxT[..., None]
+    # where, not multiply: garbage in padding (even NaN/Inf) must not leak into the conv.
+    x_BxTxF = jnp.where(m > 0, x_BxTxF, 0.0)
+    h = nn.Conv(self.dim, kernel_size=(3,), padding='SAME', name='conv')(x_BxTxF)
+    h = nn.relu(h)
+    h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    return h * m
+
+
+class _Skeleton(nn.Module):
+  """Shared by both heads: embedding + foreground attention a = sigmoid(Conv1D_k1(H))."""
+  dim: int
+  dropout: float
+  fg_bias_init: float
+
+  @nn.compact
+  def __call__(self, x_BxTxF, mask_BxT, train):
+    h_BxTxD = Embedding(self.dim, self.dropout, name='embedding')(x_BxTxF, mask_BxT, train)
+    # A k=1 conv is a Dense over the feature axis.
+    fg_logit = nn.Dense(1, bias_init=nn.initializers.constant(self.fg_bias_init),
+                        name='fg_attention')(h_BxTxD)[..., 0]
+    fg_BxT = nn.sigmoid(fg_logit) * mask_BxT
+    return h_BxTxD, fg_BxT
+
+
+def _outputs(cas, cas_supp, fg, mask, ratio):
+  return {
+      'cas': cas,
+      'cas_supp': cas_supp,
+      'fg': fg,
+      'video_logits': topk_mean(cas, mask, ratio),
+      'video_logits_supp': topk_mean(cas_supp, mask, ratio),
+  }
+
+
+class MILNet(nn.Module):
+  """BaS-Net baseline: one linear classifier S(Z)_t = Z_t W + b on both branches."""
+  num_classes: int          # C (background column added here)
+  dim: int
+  dropout: float
+  topk_ratio: int
+  fg_bias_init: float = 0.0
+
+  @nn.compact
+  def __call__(self, x_BxTxF, mask_BxT, train=False):
+    mask_BxT = mask_BxT.astype(jnp.float32)
+    h, fg = _Skeleton(self.dim, self.dropout, self.fg_bias_init, name='skeleton')(
+        x_BxTxF, mask_BxT, train)
+    classifier = nn.Dense(self.num_classes + 1, use_bias=False, name='classifier')
+    bias_C = self.param('classifier_bias', nn.initializers.zeros, (self.num_classes + 1,))
+    # S(a*H) = a * (H W) + b: one matmul serves both branches.
+    hw = classifier(h)
+    m = mask_BxT[..., None]
+    cas = (hw + bias_C) * m
+    cas_supp = (fg[..., None] * hw + bias_C) * m
+    return _outputs(cas, cas_supp, fg, mask_BxT, self.topk_ratio)
+
+
+class AUMN(nn.Module):
+  """Action Unit Memory Network: the skeleton with the action-unit memory as classifier."""
+  num_classes: int          # C (background column added here)
+  dim: int                  # D
+  num_units: int            # L
+  dropout: float
+  tau: float                # read-attention temperature
+  tau_u: float              # update-attention temperature
+  topk_ratio: int           # r
+  momentum: float           # eta of the stored-bank update
+  center_features: bool = False
+  fg_bias_init: float = 0.0
+
+  @nn.compact
+  def __call__(self, x_BxTxF, mask_BxT, train=False):
+    mask_BxT = mask_BxT.astype(jnp.float32)
+    L, D, C1 = self.num_units, self.dim, self.num_classes + 1
+    h, fg = _Skeleton(self.dim, self.dropout, self.fg_bias_init, name='skeleton')(
+        x_BxTxF, mask_BxT, train)
+    bank = self.variable('memory', 'bank',
+                         lambda: memory.init_bank(self.make_rng('params'), L, D))
+    bank_LxD = bank.value
+
+    # The attentions compare directions; with center_features they see each snippet relative
+    # to its video (SPEC §9). The classifiers always see the uncentred H.
+    h_att = memory.center(h, mask_BxT) if self.center_features else h
+    # No biases: a bias is a direction shared by every snippet, exactly what cosines must not see.
+    proj = lambda name: nn.Dense(D, use_bias=False, name=name)
+    wk, wq, qr, kr = proj('update_key'), proj('update_query'), proj('read_query'), proj('read_key')
+
+    # Attention 1: units read the video; the stored bank is a constant of this step.
+    keys_BxTxD = wk(h_att)
+    r, _ = memory.update_attention(keys_BxTxD, wq(bank_LxD), mask_BxT, self.tau_u)
+    units_BxLxD, mass_BxL = memory.write_units(h_att, r, fg, mask_BxT)
+    gate_in = jnp.concatenate(
+        [jnp.broadcast_to(bank_LxD, units_BxLxD.shape), units_BxLxD], axis=-1)
+    gate_BxL = nn.sigmoid(nn.Dense(1, name='gate')(gate_in)[..., 0])
+    adapted_BxLxD = memory.adapt_memory(bank_LxD, units_BxLxD, gate_BxL)
+    # L_hom compares claimed snippets with the ADAPTED units, in the update-attention space.
+    update_cos = memory.cosine(keys_BxTxD, wq(adapted_BxLxD)) * mask_BxT[..., None]
+
+    if train and not self.is_initializing():
+      bank.value = memory.update_bank(bank_LxD, adapted_BxLxD, mass_BxL, self.momentum)
+
+    # Attention 2 and the unit-specific classifiers.
+    a = memory.read_attention(qr(h_att), kr(adapted_BxLxD), mask_BxT, self.tau)
+    kernel = self.param('unit_kernel',
+                        nn.initializers.lecun_normal(in_axis=1, out_axis=2, batch_axis=(0,)),
+                        (L, D, C1))
+    bias = self.param('unit_bias', nn.initializers.zeros, (L, C1))
+    weighted, bias_part = memory.unit_classify(a, h, kernel, bias)
+    m = mask_BxT[..., None]
+    cas = (weighted + bias_part) * m
+    cas_supp = (fg[..., None] * weighted + bias_part) * m
+
+    out = _outputs(cas, cas_supp, fg, mask_BxT, self.topk_ratio)
+    out.update({
+        'update_attn': r,
+        'update_cos': update_cos,
+        'read_attn': a,
+        'memory_adapted': adapted_BxLxD,
+        'mass': mass_BxL,
+    })
+    return out
+
+
+def create_model(config: Any, num_classes: int) -> nn.Module:
+  """Builds the network config.model.head names from config.model / config.memory."""
+  mc = config.model
+  if mc.head == 'mil':
+    return MILNet(num_classes=num_classes, dim=mc.dim, dropout=mc.dropout,
+                  topk_ratio=mc.topk_ratio, fg_bias_init=mc.fg_bias_init)
+  if mc.head == 'aumn':
+    return AUMN(num_classes=num_classes, dim=mc.dim, num_units=mc.num_units,
+                dropout=mc.dropout, tau=mc.tau, tau_u=mc.tau_u, topk_ratio=mc.topk_ratio,
+                momentum=config.memory.momentum, center_features=mc.center_features,
+                fg_bias_init=mc.fg_bias_init)
+  raise ValueError(f"config.model.head: unknown head {mc.head!r} (expected 'aumn' or 'mil')")

@@ -1,0 +1,75 @@
+"""Devices, mesh and shardings: the only module that knows how the batch is split.
+
+Data parallelism is `jax.jit` with `NamedSharding` over a 1-D `data` mesh axis (SPEC §8):
+the state is replicated, the batch is sharded along its leading axis, and XLA inserts the
+gradient all-reduce that `pmap` + `lax.pmean` would have written by hand. Batch sums inside
+the step (the loss means, the memory-bank update) are therefore already global, which is
+what makes 8 devices == 1 device and keeps every device's memory bank identical.
+
+Multi-host: every process builds the same mesh over all devices; each feeds only its own
+rows of the global batch (`to_global`). Nothing here touches files or config.
+"""
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+
+def maybe_initialize_distributed() -> None:
+  """Joins a multi-process run when the environment describes one.
+
+  `jax.distributed.initialize()` auto-detects TPU VMs, SLURM and Open MPI; a manual cluster
+  (e.g. two processes on 127.0.0.1 in tests) sets AUMN_COORDINATOR, AUMN_NUM_PROCESSES and
+  AUMN_PROCESS_ID. A single plain process does nothing.
+  """
+  import os  # pylint: disable=g-import-not-at-top
+  if 'AUMN_COORDINATOR' in os.environ:
+    jax.distributed.initialize(
+        coordinator_address=os.environ['AUMN_COORDINATOR'],
+        num_processes=int(os.environ['AUMN_NUM_PROCESSES']),
+        process_id=int(os.environ['AUMN_PROCESS_ID']))
+  elif any(k in os.environ for k in ('TPU_WORKER_HOSTNAMES', 'SLURM_NTASKS',
+                                     'OMPI_COMM_WORLD_SIZE')):
+    jax.distributed.initialize()
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+  """A 1-D `data` mesh over `devices` (default: every device of every process)."""
+  # Auto axes: jit's in/out shardings drive XLA's propagation. The (newer) Explicit default
+  # makes linen Dropout raise a ShardingTypeError on batch-sharded inputs.
+  devices = jax.devices() if devices is None else list(devices)
+  return jax.sharding.Mesh(np.asarray(devices), ('data',),
+                           axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: jax.sharding.Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P('data'))
+
+
+def check_batch_size(global_batch_size: int, mesh: jax.sharding.Mesh,
+                     what: str = 'batch_size') -> None:
+  """Global batches must split evenly over the mesh's devices (and so over processes)."""
+  if global_batch_size % mesh.size:
+    raise ValueError(
+        f'config.{what}={global_batch_size} is not divisible by the '
+        f'{mesh.size} devices of this run')
+
+
+def to_global(host_batch: Any, mesh: jax.sharding.Mesh) -> Any:
+  """This process's NumPy rows -> global jax.Arrays sharded over `data`."""
+  sharding = batch_sharded(mesh)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), host_batch)
+
+
+def to_host(tree: Any) -> Any:
+  """Global (possibly multi-host) arrays -> full NumPy arrays on every process."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return multihost_utils.process_allgather(tree, tiled=True)

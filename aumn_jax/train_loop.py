@@ -1,0 +1,287 @@
+"""train_and_evaluate: wiring and cadence of a run (log / evaluate / checkpoint / resume).
+
+Life of a step: input_pipeline (host NumPy rows of this process) -> parallel.to_global
+(one global, batch-sharded jax.Array) -> train_step (jitted once, donates the state) ->
+metrics kept on device and fetched every `log_every_steps`. Every `eval_every_steps` the
+test split goes through eval_step (a few bucketed shapes) -> localization -> evaluation.
+
+Rerunning the same command resumes from the latest checkpoint: the data order and the rng
+are functions of (seed, step), so the resumed run is the uninterrupted one. A non-finite loss
+stops the run naming its step before anything non-finite is checkpointed; SIGTERM saves a
+checkpoint at the current step and returns cleanly.
+
+Model math lives in models.py / losses.py, the step in train_step.py, devices in parallel.py.
+"""
+import fcntl
+import json
+import os
+import signal
+import time
+from typing import Any, Optional
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+
+from aumn_jax import checkpointing
+from aumn_jax import data
+from aumn_jax import evaluation
+from aumn_jax import input_pipeline
+from aumn_jax import localization
+from aumn_jax import metric_writer
+from aumn_jax import parallel
+from aumn_jax import train_step as train_step_lib
+
+HEADS = ('aumn', 'mil')
+SAMPLINGS = ('random_crop', 'uniform')
+
+
+class TrainingError(RuntimeError):
+  """A run that cannot go on (diverged, bad config, bad data): one line for the user."""
+
+
+def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
+  """Catches the config values that would otherwise fail deep inside jit with a traceback."""
+  checks = [
+      (config.model.head in HEADS, f'config.model.head={config.model.head!r}: not one of {HEADS}'),
+      (config.data.sampling in SAMPLINGS,
+       f'config.data.sampling={config.data.sampling!r}: not one of {SAMPLINGS}'),
+      (config.batch_size > 0, f'config.batch_size={config.batch_size}: must be > 0'),
+      (config.num_train_steps >= 0, 'config.num_train_steps must be >= 0'),
+      (config.data.max_snippets > 0, 'config.data.max_snippets must be > 0'),
+      (min(config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps) > 0,
+       'config.{log,eval,checkpoint}_every_steps must be > 0'),
+      (config.model.tau > 0 and config.model.tau_u > 0, 'config.model.tau/tau_u must be > 0'),
+      (0.0 <= config.model.dropout < 1.0, 'config.model.dropout must be in [0, 1)'),
+  ]
+  for ok, message in checks:
+    if not ok:
+      raise TrainingError(message)
+  for what in ('batch_size', 'data.eval_batch_size'):
+    value = config.batch_size if what == 'batch_size' else config.data.eval_batch_size
+    try:
+      parallel.check_batch_size(value, mesh, what)
+    except ValueError as e:
+      raise TrainingError(str(e)) from None
+
+
+def prepare_data_dir(data_cfg: ml_collections.ConfigDict) -> str:
+  """The TFDS data_dir of the configured dataset; builds the synthetic default on first use.
+
+  Only `dataset='synthetic'` is ever generated: a missing real dataset is an error with the
+  build command. Generation runs under a file lock so that processes sharing a disk build once.
+  """
+  data_dir = os.path.abspath(os.path.expanduser(data_cfg.data_dir))
+  if data_cfg.dataset != 'synthetic' or _is_built(data_dir, data_cfg.dataset):
+    return data_dir
+  from data_prep import build as build_lib  # pylint: disable=g-import-not-at-top
+  from data_prep import synthetic  # pylint: disable=g-import-not-at-top
+  os.makedirs(data_dir, exist_ok=True)
+  with open(os.path.join(data_dir, '.build.lock'), 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not _is_built(data_dir, data_cfg.dataset):
+      raw = os.path.join(data_dir, 'raw')
+      print(f'Generating synthetic preset {data_cfg.synthetic_preset!r} '
+            f'(seed {data_cfg.synthetic_seed}) into {data_dir} (first use only)', flush=True)
+      synthetic.generate(raw, 'um', data_cfg.synthetic_preset, seed=data_cfg.synthetic_seed)
+      build_lib.build('synthetic', raw, data_dir)
+  return data_dir
+
+
+def _is_built(data_dir: str, dataset: str) -> bool:
+  try:
+    data.load_split(data_dir, dataset, 'train')
+  except data.DatasetNotFoundError:
+    return False
+  return True
+
+
+def predict(eval_fn, state, split, config: ml_collections.ConfigDict,
+            mesh: jax.sharding.Mesh) -> dict[str, dict[str, np.ndarray]]:
+  """Runs eval_step over a whole split: {video_id: per-video outputs cut to its length}."""
+  outputs = {}
+  for host_batch in input_pipeline.eval_batches(
+      split, batch_size=config.data.eval_batch_size, buckets=config.data.eval_buckets,
+      process_index=jax.process_index(), process_count=jax.process_count()):
+    index = parallel.to_host(parallel.to_global(host_batch['index'], mesh))
+    inputs = {k: host_batch[k] for k in ('features', 'mask')}
+    result = parallel.to_host(eval_fn(state, parallel.to_global(inputs, mesh)))
+    for row, video_index in enumerate(index):
+      if video_index < 0:
+        continue
+      length = int(split.lengths[video_index])
+      outputs[split.video_ids[video_index]] = {
+          key: (value[row, :length] if value.ndim >= 3 or key == 'fg' else value[row])
+          for key, value in result.items()}
+  return outputs
+
+
+def localize_and_evaluate(outputs, split, config: ml_collections.ConfigDict):
+  """Model outputs of a split -> (ActivityNet results dict, evaluator metrics)."""
+  videos = []
+  for i, video_id in enumerate(split.video_ids):
+    meta = split.meta(i)
+    out = outputs[video_id]
+    videos.append((video_id, out['cas_probs'], out['video_probs'], meta['fps'],
+                   meta['snippet_stride'], meta['duration']))
+  results = localization.localize(videos, config.localization, split.class_names)
+  ground_truth = data.ground_truth(split, config.data.eval_split)
+  metrics = evaluation.evaluate(
+      ground_truth, results, tiou_thresholds=config.evaluation.tiou_thresholds,
+      subset=config.data.eval_split)
+  return results, metrics
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag the loop checks between steps (all processes agree on it)."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread (e.g. a test runner's worker): no handler
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    self.requested = True
+
+  def should_stop(self) -> bool:
+    if jax.process_count() == 1:
+      return self.requested
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return bool(np.any(multihost_utils.process_allgather(np.array(self.requested))))
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _fetch_checked(pending: list[tuple[int, Any]]) -> list[tuple[int, dict[str, float]]]:
+  """Device metrics -> floats; raises naming the first step whose loss is not finite."""
+  fetched = jax.device_get(pending)
+  rows = []
+  for step, metrics in fetched:
+    metrics = {k: float(v) for k, v in metrics.items()}
+    if not np.isfinite(metrics['loss']):
+      raise TrainingError(
+          f'non-finite loss ({metrics["loss"]}) at step {step}; stopped without saving it '
+          '(the last good checkpoint is kept)')
+    rows.append((step, metrics))
+  return rows
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       mesh: Optional[jax.sharding.Mesh] = None) -> dict[str, Any]:
+  """Trains (resuming if `workdir` has a checkpoint), evaluates, writes the final results.
+
+  `mesh` defaults to every device of every process (tests pass smaller ones).
+  """
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  validate_config(config, mesh)
+  data_dir = prepare_data_dir(config.data)
+  train_split = data.load_split(data_dir, config.data.dataset, config.data.train_split)
+  eval_split = data.load_split(data_dir, config.data.dataset, config.data.eval_split)
+  if train_split.class_names != eval_split.class_names:
+    raise TrainingError(f'{data_dir}: train and eval splits have different class lists')
+
+  writer = metric_writer.MetricWriter(workdir)
+  writer.write_config(config)
+  state = train_step_lib.init_state(config, train_split.num_classes, mesh)
+  manager = checkpointing.create_manager(workdir)
+  start_step = manager.latest_step() or 0
+  if start_step:
+    state = checkpointing.restore(manager, start_step, state)
+    print(f'Resumed from {workdir}/checkpoints at step {start_step}', flush=True)
+  train_fn, eval_fn = train_step_lib.jit_steps(config, mesh)
+  rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)  # dropout stream (init used 0)
+
+  def evaluate_now(step):
+    outputs = predict(eval_fn, state, eval_split, config, mesh)
+    results, metrics = localize_and_evaluate(outputs, eval_split, config)
+    writer.write(step, {k: metrics[k] for k in ('map', 'average_map', 'tiou_thresholds')},
+                 prefix='eval/')
+    return outputs, results, metrics
+
+  iterator = input_pipeline.TrainIterator(
+      train_split, start_step, seed=config.seed, global_batch_size=config.batch_size,
+      max_snippets=config.data.max_snippets, sampling=config.data.sampling,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  pending: list[tuple[int, Any]] = []
+  progress = tqdm.tqdm(total=config.num_train_steps, initial=start_step, unit='step',
+                       disable=jax.process_index() != 0, dynamic_ncols=True)
+  step = start_step
+  last_log_time, last_log_step = time.perf_counter(), start_step
+  try:
+    with _Preemption() as preemption:
+      while step < config.num_train_steps:
+        _, host_batch = next(iterator)
+        state, metrics = train_fn(state, parallel.to_global(host_batch, mesh), rng)
+        step += 1
+        pending.append((step, metrics))
+        progress.update(1)
+        last = step == config.num_train_steps
+        stop = preemption.should_stop()
+        eval_now = step % config.eval_every_steps == 0 or last
+        save_now = step % config.checkpoint_every_steps == 0 or eval_now or stop
+        if step % config.log_every_steps == 0 or save_now:
+          rows = _fetch_checked(pending)
+          pending = []
+          now = time.perf_counter()
+          steps_per_sec = (step - last_log_step) / max(now - last_log_time, 1e-9)
+          last_log_time, last_log_step = now, step
+          mean = {k: float(np.mean([m[k] for _, m in rows])) for k in rows[-1][1]}
+          writer.write(step, {**mean, 'steps_per_sec': steps_per_sec}, prefix='train/')
+          progress.set_postfix(loss=f'{mean["loss"]:.4f}')
+        eval_metrics = None
+        if eval_now:
+          _, _, eval_metrics = evaluate_now(step)
+          progress.write(f'step {step}: average mAP {100 * eval_metrics["average_map"]:.2f}')
+        if save_now:
+          checkpointing.save(manager, step, state, metrics=(
+              {checkpointing.BEST_METRIC: float(eval_metrics['average_map'])}
+              if eval_metrics else None))
+        if stop and not last:
+          manager.wait_until_finished()
+          progress.write(f'SIGTERM: saved a checkpoint at step {step}; rerun to resume')
+          return {'step': step, 'preempted': True}
+  finally:
+    progress.close()
+    iterator.close()
+    manager.wait_until_finished()
+
+  final = write_final_results(config, workdir, state, step, eval_fn, eval_split, mesh, manager)
+  writer.close()
+  return final
+
+
+def write_final_results(config, workdir, state, step, eval_fn, eval_split, mesh,
+                        manager) -> dict[str, Any]:
+  """proposals_<split>.json and results.json for the final state, best-by-test beside it."""
+  outputs = predict(eval_fn, state, eval_split, config, mesh)
+  results, metrics = localize_and_evaluate(outputs, eval_split, config)
+  summary = {**metrics, 'step': int(step)}
+  best = manager.best_step()
+  if best is not None:
+    summary['best_by_test_map'] = {
+        'step': int(best), 'average_map': manager.metrics(best)[checkpointing.BEST_METRIC],
+        'note': 'checkpoint selected by test mAP: optimistic, not the headline number'}
+  if jax.process_index() == 0:
+    split_name = config.data.eval_split
+    evaluation.write_proposals(os.path.join(workdir, f'proposals_{split_name}.json'), results)
+    _write_json_atomic(os.path.join(workdir, 'results.json'), summary)
+    print(evaluation.format_table(metrics), flush=True)
+  return summary
+
+
+def _write_json_atomic(path: str, obj: Any) -> None:
+  tmp = f'{path}.tmp.{os.getpid()}'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, path)
+

@@ -1,0 +1,99 @@
+"""Train state, its creation, and the pure train / eval steps.
+
+`train_step(state, batch, rng, *, config)` is a pure function: the same inputs give the same
+outputs, the rng is an argument folded with the step, and nothing talks to the host. The
+memory bank is a second variable collection carried in the state (like `batch_stats`): the
+model's apply moves it when `mutable=['memory']`, the optimizer never sees it.
+
+How the batch is split over devices lives in parallel.py (`jit_steps` only binds its
+shardings); files live in checkpointing.py.
+"""
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax.training import train_state
+
+from aumn_jax import losses
+from aumn_jax import models
+from aumn_jax import parallel
+
+
+class TrainState(train_state.TrainState):
+  memory: Any  # `memory` collection ({} for head='mil'): moved by the model, not the optimizer
+
+
+def make_optimizer(optim_cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  # Adam with classic L2 weight decay (SPEC §4, PyTorch's Adam(weight_decay=...)): the decay is
+  # added to the gradient before Adam's normalisation, not decoupled as in AdamW.
+  return optax.chain(
+      optax.add_decayed_weights(optim_cfg.weight_decay),
+      optax.adam(optim_cfg.learning_rate))
+
+
+def create_train_state(config: ml_collections.ConfigDict, num_classes: int,
+                       rng: jax.Array) -> TrainState:
+  """Initial state; jit this with out_shardings to have it born placed on the mesh."""
+  model = models.create_model(config, num_classes)
+  x = jnp.zeros((1, config.data.max_snippets, config.data.feature_dim), jnp.float32)
+  mask = jnp.ones((1, config.data.max_snippets), jnp.float32)
+  params_rng, dropout_rng = jax.random.split(rng)
+  variables = model.init({'params': params_rng, 'dropout': dropout_rng}, x, mask, train=False)
+  return TrainState.create(
+      apply_fn=model.apply, params=variables['params'],
+      memory=variables.get('memory', {}), tx=make_optimizer(config.optim))
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
+               config: ml_collections.ConfigDict) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One update on a (global) batch. Returns the new state and scalar metrics."""
+  rng = jax.random.fold_in(rng, state.step)  # a resumed run replays the same stream
+
+  def loss_fn(params):
+    out, new_vars = state.apply_fn(
+        {'params': params, 'memory': state.memory}, batch['features'], batch['mask'],
+        train=True, rngs={'dropout': rng}, mutable=['memory'])
+    loss, aux = losses.total_loss(out, batch, config.loss)
+    return loss, (aux, new_vars.get('memory', {}))
+
+  (loss, (aux, memory)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  new_state = state.apply_gradients(grads=grads, memory=memory)
+  metrics = {'loss': loss, **aux, 'grad_norm': optax.global_norm(grads)}
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """Per-snippet outputs for localization: stored bank, no update, fixed shapes + mask."""
+  out = state.apply_fn({'params': state.params, 'memory': state.memory},
+                       batch['features'], batch['mask'], train=False)
+  result = {
+      'cas_probs': jax.nn.softmax(out['cas_supp'], axis=-1),   # SPEC §5: suppressed branch
+      'video_probs': jax.nn.softmax(out['video_logits_supp'], axis=-1),
+      'video_probs_base': jax.nn.softmax(out['video_logits'], axis=-1),
+      'fg': out['fg'],
+  }
+  if 'read_attn' in out:
+    result['read_attn'] = out['read_attn']
+  return result
+
+
+def jit_steps(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
+  """The jitted, sharded train and eval steps (one compilation per batch shape)."""
+  repl, batched = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  train = jax.jit(functools.partial(train_step, config=config), donate_argnums=0,
+                  in_shardings=(repl, batched, repl), out_shardings=(repl, repl))
+  evaluate = jax.jit(eval_step, in_shardings=(repl, batched), out_shardings=batched)
+  return train, evaluate
+
+
+def init_state(config: ml_collections.ConfigDict, num_classes: int,
+               mesh: jax.sharding.Mesh) -> TrainState:
+  """The initial state, replicated over the mesh (same on every process: rng from seed)."""
+  rng = jax.random.PRNGKey(config.seed)
+  init = jax.jit(functools.partial(create_train_state, config, num_classes),
+                 out_shardings=parallel.replicated(mesh))
+  return init(rng)
+

@@ -1,0 +1,26 @@
+"""The embedded default: AUMN on the synthetic THUMOS-like preset, generated on first use.
+
+Run:    python train.py --config=configs/synthetic.py --workdir=/tmp/aumn/synthetic
+        (no download: the synthetic `thumos` preset is generated and built into data_dir once)
+Sizes:  D=256, L=16 -> unit classifiers L*D*(C+1) = 86k params; a few minutes on 2 CPU cores.
+"""
+import ml_collections
+
+from configs import thumos
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = thumos.get_config()
+  c.data.dataset = 'synthetic'
+  c.data.data_dir = '~/.cache/aumn_jax/synthetic_thumos'
+  c.data.max_snippets = 256
+  c.data.eval_buckets = (256, 512, 1024, 2048)
+  c.data.eval_batch_size = 16
+  c.model.dim = 256
+  c.model.num_units = 16
+  c.batch_size = 16
+  c.num_train_steps = 300
+  c.log_every_steps = 10
+  c.eval_every_steps = 100
+  c.checkpoint_every_steps = 100
+  return c

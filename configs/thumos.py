@@ -1,0 +1,78 @@
+"""AUMN on THUMOS14 I3D features (SPEC.md §4): the base config every other config overrides.
+
+Run:    python train.py --config=configs/thumos.py --workdir=/tmp/aumn/thumos
+Data:   python -m data_prep.build --dataset thumos14 --manual_dir RAW --data_dir DATA
+        then --config.data.data_dir=DATA
+Params: D=2048, L=64, C=20: unit classifiers L*D*(C+1) = 2.75M, embedding 3*F*D = 12.6M.
+"""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.batch_size = 16               # global; divisible by jax.process_count() * local devices
+  c.num_train_steps = 5000
+  c.log_every_steps = 50
+  c.eval_every_steps = 500
+  c.checkpoint_every_steps = 500
+
+  c.data = ml_collections.ConfigDict(dict(
+      dataset='thumos14',         # thumos14 | activitynet12 | activitynet13 | synthetic
+      data_dir='~/tensorflow_datasets',
+      train_split='train',
+      eval_split='test',
+      feature_dim=2048,
+      max_snippets=750,           # training clips: longer videos sampled, shorter padded + masked
+      sampling='random_crop',     # or 'uniform' (sorted uniform random sampling of max_snippets)
+      eval_buckets=(256, 512, 1024, 2048, 4096),  # eval lengths padded up to one of these
+      eval_batch_size=8,          # global, per eval step
+      synthetic_preset='thumos',  # dataset='synthetic' only: generated + built on first use
+      synthetic_seed=0,           #   into data_dir when absent (data_prep.synthetic presets)
+  ))
+
+  c.model = ml_collections.ConfigDict(dict(
+      head='aumn',                # 'mil': BaS-Net baseline (one linear classifier, no memory)
+      dim=2048,                   # D
+      num_units=64,               # L
+      dropout=0.7,
+      tau=0.1,                    # read attention temperature (cosine logits)
+      tau_u=0.1,                  # update attention temperature
+      topk_ratio=8,               # r: k = max(1, floor(T_valid / r))
+      center_features=False,      # subtract each video's masked mean of H before both unit
+                                  # attentions and the unit write (SPEC §9 collapse remedy)
+      fg_bias_init=0.0,           # initial bias of the foreground-attention layer (a = sigmoid)
+  ))
+
+  c.memory = ml_collections.ConfigDict(dict(
+      momentum=0.01,              # eta of the stored-bank update
+  ))
+
+  c.loss = ml_collections.ConfigDict(dict(
+      lambda_div=1.0,
+      lambda_hom=0.1,
+      lambda_sp=0.1,
+  ))
+
+  c.optim = ml_collections.ConfigDict(dict(
+      learning_rate=1e-4,
+      weight_decay=5e-4,          # L2 added to the loss gradient (Adam + L2, SPEC §4)
+  ))
+
+  c.localization = ml_collections.ConfigDict(dict(
+      class_threshold=0.2,        # video classes: p'_c >= this, else top-1
+      scale=24,                   # CAS upsampling factor
+      thresholds=tuple(round(0.1 + 0.05 * i, 2) for i in range(17)),  # 0.10 .. 0.90
+      outer_ratio=0.25,           # outer-inner contrast margin, fraction of length each side
+      gamma=0.2,                  # weight of the video score in the proposal score
+      nms='nms',                  # or 'soft_nms'
+      nms_iou=0.6,
+      soft_nms_sigma=0.5,
+      max_proposals=200,          # per video, after NMS
+  ))
+
+  c.evaluation = ml_collections.ConfigDict(dict(
+      tiou_thresholds=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
+      num_plots=4,
+  ))
+  return c

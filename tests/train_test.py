@@ -1,0 +1,253 @@
+"""The training loop end to end on the tiny synthetic set: equivalences, resume, failures.
+
+Every run here goes through train_loop.train_and_evaluate (the code `train.py` runs), so the
+equivalences below hold for the real command, not for a test-only loop.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import conftest
+from aumn_jax import checkpointing
+from aumn_jax import losses
+from aumn_jax import parallel
+from aumn_jax import train_loop
+from aumn_jax import train_step
+
+REPO = conftest.REPO
+
+
+def _final_variables(workdir, config, num_classes):
+  """Params and memory bank of the latest checkpoint of `workdir`, as NumPy."""
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  target = train_step.init_state(config, num_classes, mesh)
+  manager = checkpointing.create_manager(workdir, read_only=True)
+  state = checkpointing.restore(manager, manager.latest_step(), target)
+  return jax.device_get({'params': state.params, 'memory': state.memory}), manager.latest_step()
+
+
+def _assert_trees_close(a, b, atol):
+  leaves_a, tree_a = jax.tree.flatten(a)
+  leaves_b, tree_b = jax.tree.flatten(b)
+  assert tree_a == tree_b
+  for x, y in zip(leaves_a, leaves_b):
+    np.testing.assert_allclose(x, y, atol=atol, rtol=0)
+
+
+def _read_jsonl(path):
+  with open(path, encoding='utf-8') as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tiny_data_dir, tmp_path_factory):
+  """One 4-step run over all 8 devices; other tests compare against it."""
+  config = conftest.tiny_config(tiny_data_dir)
+  workdir = str(tmp_path_factory.mktemp('uninterrupted'))
+  summary = train_loop.train_and_evaluate(config, workdir)
+  return config, workdir, summary
+
+
+def test_run_writes_its_outputs(uninterrupted):
+  config, workdir, summary = uninterrupted
+  lines = _read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+  train_lines = [l for l in lines if 'train/loss' in l or 'loss' in l and 'map' not in l]
+  eval_lines = [l for l in lines if 'average_map' in l]
+  assert [l['step'] for l in train_lines] == [2, 4]
+  for key in ('loss', 'loss_cls', 'loss_div', 'loss_hom', 'loss_sp'):
+    assert all(np.isfinite(l[key]) for l in train_lines), key
+  assert [l['step'] for l in eval_lines] == [4]
+  assert len(eval_lines[0]['map']) == len(config.evaluation.tiou_thresholds)
+  assert os.listdir(os.path.join(workdir, 'tensorboard'))
+  with open(os.path.join(workdir, 'results.json'), encoding='utf-8') as f:
+    results = json.load(f)
+  assert results['step'] == 4 and results['average_map'] == pytest.approx(summary['average_map'])
+  assert results['best_by_test_map']['step'] == 4
+  with open(os.path.join(workdir, 'proposals_test.json'), encoding='utf-8') as f:
+    assert 'results' in json.load(f)
+
+
+def test_eight_devices_equal_one(uninterrupted, tmp_path):
+  config, workdir8, _ = uninterrupted
+  workdir1 = str(tmp_path / 'one_device')
+  train_loop.train_and_evaluate(config, workdir1, mesh=parallel.make_mesh(jax.devices()[:1]))
+  from aumn_jax import data  # pylint: disable=g-import-not-at-top
+  num_classes = data.load_split(config.data.data_dir, 'synthetic', 'train').num_classes
+  eight, _ = _final_variables(workdir8, config, num_classes)
+  one, _ = _final_variables(workdir1, config, num_classes)
+  _assert_trees_close(eight, one, atol=1e-5)
+
+
+def test_resume_equals_uninterrupted(uninterrupted, tmp_path):
+  config, workdir_full, _ = uninterrupted
+  workdir = str(tmp_path / 'resumed')
+  first = config.copy_and_resolve_references()
+  with first.unlocked():
+    first.num_train_steps = 2
+  train_loop.train_and_evaluate(first, workdir)
+  train_loop.train_and_evaluate(config, workdir)  # same command again: resumes at step 2
+  from aumn_jax import data  # pylint: disable=g-import-not-at-top
+  num_classes = data.load_split(config.data.data_dir, 'synthetic', 'train').num_classes
+  full, _ = _final_variables(workdir_full, config, num_classes)
+  resumed, step = _final_variables(workdir, config, num_classes)
+  assert step == 4
+  # Bitwise on CPU: same data, same rng, same programs.
+  _assert_trees_close(full, resumed, atol=0)
+
+
+def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(
+    tiny_data_dir, tmp_path, monkeypatch):
+  config = conftest.tiny_config(tiny_data_dir)
+  workdir = str(tmp_path)
+  good = config.copy_and_resolve_references()
+  with good.unlocked():
+    good.num_train_steps = 2
+  train_loop.train_and_evaluate(good, workdir)
+
+  original = losses.total_loss
+  monkeypatch.setattr(losses, 'total_loss',
+                      lambda *a, **k: (original(*a, **k)[0] * np.nan, original(*a, **k)[1]))
+  with pytest.raises(train_loop.TrainingError, match='non-finite loss .* at step 3'):
+    train_loop.train_and_evaluate(config, workdir)
+  manager = checkpointing.create_manager(workdir, read_only=True)
+  assert manager.all_steps() == [2]
+
+
+@pytest.mark.parametrize('overrides', [
+    {'model.head': 'mil'},
+    {'loss.lambda_div': 0.0},
+    {'loss.lambda_hom': 0.0},
+    {'loss.lambda_sp': 0.0},
+])
+def test_ablation_configs_train(tiny_data_dir, overrides):
+  """Each ablation is a config change that trains with finite losses (no eval, 2 steps)."""
+  from aumn_jax import data, input_pipeline  # pylint: disable=g-import-not-at-top
+  config = conftest.tiny_config(tiny_data_dir)
+  for key, value in overrides.items():
+    group, field = key.split('.')
+    config[group][field] = value
+  split = data.load_split(config.data.data_dir, 'synthetic', 'train')
+  mesh = parallel.make_mesh()
+  state = train_step.init_state(config, split.num_classes, mesh)
+  train_fn, _ = train_step.jit_steps(config, mesh)
+  iterator = input_pipeline.TrainIterator(
+      split, 0, seed=0, global_batch_size=config.batch_size,
+      max_snippets=config.data.max_snippets, sampling=config.data.sampling)
+  for _ in range(2):
+    _, batch = next(iterator)
+    state, metrics = train_fn(state, parallel.to_global(batch, mesh), jax.random.PRNGKey(0))
+  iterator.close()
+  metrics = jax.device_get(metrics)
+  assert np.isfinite(metrics['loss'])
+  for name in ('div', 'hom', 'sp'):
+    if config.loss[f'lambda_{name}'] == 0.0 or config.model.head == 'mil':
+      # The term is still logged, but contributes nothing to the total.
+      assert 'loss_' + name in metrics
+  if config.model.head == 'mil':
+    assert state.memory == {}
+
+
+@pytest.mark.slow
+def test_loss_falls_on_synthetic_data(tiny_data_dir, tmp_path):
+  config = conftest.tiny_config(tiny_data_dir)
+  config.num_train_steps = 60
+  config.eval_every_steps = 60
+  config.checkpoint_every_steps = 60
+  config.log_every_steps = 10
+  config.model.dim = 64
+  config.optim.learning_rate = 1e-3
+  train_loop.train_and_evaluate(config, str(tmp_path))
+  lines = [l for l in _read_jsonl(str(tmp_path / 'metrics.jsonl')) if 'loss_cls' in l]
+  assert lines[-1]['loss_cls'] < 0.7 * lines[0]['loss_cls'], [l['loss_cls'] for l in lines]
+
+
+_WORKER = textwrap.dedent('''
+    import os, sys
+    sys.path.insert(0, {repo!r}); sys.path.insert(0, os.path.join({repo!r}, 'tests'))
+    from aumn_jax import parallel
+    parallel.maybe_initialize_distributed()
+    import conftest
+    from aumn_jax import train_loop
+    config = conftest.tiny_config({data_dir!r})
+    config.num_train_steps = {steps}
+    train_loop.train_and_evaluate(config, {workdir!r})
+''')
+
+
+def _worker_env(devices, **extra):
+  env = dict(os.environ)
+  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  env['JAX_PLATFORMS'] = 'cpu'
+  env.update(extra)
+  return env
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process(tiny_data_dir, tmp_path):
+  """2 processes x 2 devices (jax.distributed on 127.0.0.1) == 1 process x 4 devices."""
+  config = conftest.tiny_config(tiny_data_dir)
+  workdir_mp = str(tmp_path / 'two_processes')
+  code = _WORKER.format(repo=REPO, data_dir=tiny_data_dir, workdir=workdir_mp, steps=4)
+  port = 20000 + os.getpid() % 20000
+  procs = [subprocess.Popen(
+      [sys.executable, '-c', code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      env=_worker_env(2, AUMN_COORDINATOR=f'127.0.0.1:{port}', AUMN_NUM_PROCESSES='2',
+                      AUMN_PROCESS_ID=str(i))) for i in range(2)]
+  outputs = []
+  for p in procs:
+    try:
+      outputs.append(p.communicate(timeout=600)[0].decode())
+    except subprocess.TimeoutExpired:
+      for q in procs:
+        q.kill()
+      pytest.fail('multi-process run timed out')
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out[-3000:]
+
+  workdir_sp = str(tmp_path / 'one_process')
+  train_loop.train_and_evaluate(config, workdir_sp, mesh=parallel.make_mesh(jax.devices()[:4]))
+  from aumn_jax import data  # pylint: disable=g-import-not-at-top
+  num_classes = data.load_split(tiny_data_dir, 'synthetic', 'train').num_classes
+  multi, _ = _final_variables(workdir_mp, config, num_classes)
+  single, _ = _final_variables(workdir_sp, config, num_classes)
+  _assert_trees_close(multi, single, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_the_rerun_resumes(tiny_data_dir, tmp_path):
+  workdir = str(tmp_path)
+  code = _WORKER.format(repo=REPO, data_dir=tiny_data_dir, workdir=workdir, steps=100000)
+  proc = subprocess.Popen([sys.executable, '-c', code], cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, env=_worker_env(8))
+  metrics = os.path.join(workdir, 'metrics.jsonl')
+  deadline = time.time() + 300
+  while not (os.path.exists(metrics) and os.path.getsize(metrics)) and time.time() < deadline:
+    if proc.poll() is not None:
+      break
+    time.sleep(0.5)
+  proc.send_signal(signal.SIGTERM)
+  out = proc.communicate(timeout=300)[0].decode()
+  assert proc.returncode == 0, out[-3000:]
+  assert 'SIGTERM: saved a checkpoint at step' in out
+  step = int(out.split('SIGTERM: saved a checkpoint at step ')[1].split(';')[0])
+  manager = checkpointing.create_manager(workdir, read_only=True)
+  assert manager.latest_step() == step > 0
+
+
+def test_bad_config_key_is_one_clear_line(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, 'train.py', '--config=configs/synthetic.py', f'--workdir={tmp_path}',
+       '--config.model.num_unit=3'], cwd=REPO, capture_output=True, text=True, timeout=120,
+      env=_worker_env(1))
+  assert proc.returncode != 0
+  assert 'num_unit' in proc.stderr
+  assert 'Traceback' not in proc.stderr
+  assert not os.listdir(tmp_path)

@@ -21,8 +21,9 @@ _IN_USE_SHARE = 0.1
 
 
 def _entropy(p, axis=-1):
-  # xlogy: 0 * log 0 = 0 with a finite gradient (no NaN from log of an underflowed softmax).
-  return -jnp.sum(jax.scipy.special.xlogy(p, p), axis=axis)
+  # Clipped log: 0 * log 0 = 0 with a finite gradient. (xlogy's gradient is log 0 = -inf at the
+  # exact zeros of masked attention rows, and -inf times the mask's 0 is NaN.)
+  return -jnp.sum(p * jnp.log(jnp.maximum(p, 1e-30)), axis=axis)
 
 
 def _masked_mean(x_BxT, mask_BxT):
@@ -132,7 +133,7 @@ def total_loss(out, batch, loss_cfg: Any) -> Tuple[jnp.ndarray, Dict[str, jnp.nd
   Args:
     out: model outputs (models.py); the memory terms need the 'aumn' head's keys.
     batch: needs 'labels' [B, C] and 'mask' [B, T].
-    loss_cfg: config.loss (lambda_div, lambda_hom, lambda_sp, lambda_marginal).
+    loss_cfg: config.loss (lambda_div, lambda_hom, lambda_sp).
 
   Returns:
     (loss, aux): aux holds loss_cls, loss_div, loss_hom, loss_sp and the diag_* scalars. For
@@ -147,8 +148,7 @@ def total_loss(out, batch, loss_cfg: Any) -> Tuple[jnp.ndarray, Dict[str, jnp.nd
   if 'read_attn' in out:
     loss_div = diversity_loss(out['memory_adapted'])
     loss_hom = homogeneity_loss(out['update_attn'], out['update_cos'], out['fg'], mask)
-    conditional_minus_marginal = read_sparsity(out['read_attn'], mask)
-    loss_sp = loss_sp + conditional_minus_marginal
+    loss_sp = loss_sp + read_sparsity(out['read_attn'], mask)
   loss = (loss_cls + loss_cfg.lambda_div * loss_div + loss_cfg.lambda_hom * loss_hom
           + loss_cfg.lambda_sp * loss_sp)
   aux = {'loss_cls': loss_cls, 'loss_div': loss_div, 'loss_hom': loss_hom, 'loss_sp': loss_sp}

@@ -13,9 +13,9 @@ batch-sharded input are already global — no collectives.
 import jax
 import jax.numpy as jnp
 
-# Safe-norm epsilon. Its square (1e-8) is below float32 resolution at 1, so a unit-norm row is
-# an exact fixed point of safe_normalize (the bank stays on the sphere to the last bit), while
-# the gradient at an exactly-zero vector (padding, all-zero ReLU snippets) is bounded by 1e4
+# Safe-norm epsilon. Its square (1e-8) is below float32 resolution at 1, so normalising a unit
+# row does not shrink it (repeated bank updates stay on the sphere up to rounding), while the
+# gradient at an exactly-zero vector (padding, all-zero ReLU snippets) is bounded by 1/eps
 # instead of the NaN of a plain norm.
 NORM_EPS = 1e-4
 # Added to attention masses before dividing: a unit that claimed nothing gets weight 0, not 0/0.
@@ -99,10 +99,12 @@ def update_bank(bank_LxD, adapted_BxLxD, mass_BxL, momentum):
   adapted_BxLxD = jax.lax.stop_gradient(adapted_BxLxD)
   mass_BxL = jax.lax.stop_gradient(mass_BxL)
   bank_LxD = jax.lax.stop_gradient(bank_LxD)
-  total_L = jnp.sum(mass_BxL, axis=0)
+  total_Lx1 = jnp.sum(mass_BxL, axis=0)[:, None]
   pull_LxD = (jnp.einsum('bl,bld->ld', mass_BxL, adapted_BxLxD)
-              - total_L[:, None] * bank_LxD) / (total_L[:, None] + MASS_EPS)
-  return safe_normalize(bank_LxD + momentum * pull_LxD)
+              - total_Lx1 * bank_LxD) / (total_Lx1 + MASS_EPS)
+  moved_LxD = safe_normalize(bank_LxD + momentum * pull_LxD)
+  # Bit-exact for units nobody wrote to (renormalising alone would move them by rounding).
+  return jnp.where(total_Lx1 > 0, moved_LxD, bank_LxD)
 
 
 def read_attention(queries_BxTxD, unit_keys_BxLxD, mask_BxT, tau):

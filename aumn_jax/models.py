@@ -17,7 +17,6 @@ memory update.
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from aumn_jax import memory
@@ -88,16 +87,18 @@ class MILNet(nn.Module):
   dropout: float
   topk_ratio: int
   fg_bias_init: float = 0.0
+  classifier_bias: bool = True
 
   @nn.compact
   def __call__(self, x_BxTxF, mask_BxT, train=False):
     mask_BxT = mask_BxT.astype(jnp.float32)
     h, fg = _Skeleton(self.dim, self.dropout, self.fg_bias_init, name='skeleton')(
         x_BxTxF, mask_BxT, train)
-    classifier = nn.Dense(self.num_classes + 1, use_bias=False, name='classifier')
-    bias_C = self.param('classifier_bias', nn.initializers.zeros, (self.num_classes + 1,))
+    hw = nn.Dense(self.num_classes + 1, use_bias=False, name='classifier')(h)
+    bias_C = 0.0
+    if self.classifier_bias:
+      bias_C = self.param('classifier_bias', nn.initializers.zeros, (self.num_classes + 1,))
     # S(a*H) = a * (H W) + b: one matmul serves both branches.
-    hw = classifier(h)
     m = mask_BxT[..., None]
     cas = (hw + bias_C) * m
     cas_supp = (fg[..., None] * hw + bias_C) * m
@@ -116,6 +117,7 @@ class AUMN(nn.Module):
   momentum: float           # eta of the stored-bank update
   center_features: bool = False
   fg_bias_init: float = 0.0
+  classifier_bias: bool = True
 
   @nn.compact
   def __call__(self, x_BxTxF, mask_BxT, train=False):
@@ -136,8 +138,8 @@ class AUMN(nn.Module):
 
     # Attention 1: units read the video; the stored bank is a constant of this step.
     keys_BxTxD = wk(h_att)
-    r, _ = memory.update_attention(keys_BxTxD, wq(bank_LxD), mask_BxT, self.tau_u)
-    units_BxLxD, mass_BxL = memory.write_units(h_att, r, fg, mask_BxT)
+    update_BxTxL, _ = memory.update_attention(keys_BxTxD, wq(bank_LxD), mask_BxT, self.tau_u)
+    units_BxLxD, mass_BxL = memory.write_units(h_att, update_BxTxL, fg, mask_BxT)
     gate_in = jnp.concatenate(
         [jnp.broadcast_to(bank_LxD, units_BxLxD.shape), units_BxLxD], axis=-1)
     gate_BxL = nn.sigmoid(nn.Dense(1, name='gate')(gate_in)[..., 0])
@@ -149,21 +151,23 @@ class AUMN(nn.Module):
       bank.value = memory.update_bank(bank_LxD, adapted_BxLxD, mass_BxL, self.momentum)
 
     # Attention 2 and the unit-specific classifiers.
-    a = memory.read_attention(qr(h_att), kr(adapted_BxLxD), mask_BxT, self.tau)
+    read_BxTxL = memory.read_attention(qr(h_att), kr(adapted_BxLxD), mask_BxT, self.tau)
+    # Each W_l is initialised like its own Dense layer (fan-in D).
     kernel = self.param('unit_kernel',
                         nn.initializers.lecun_normal(in_axis=1, out_axis=2, batch_axis=(0,)),
                         (L, D, C1))
-    bias = self.param('unit_bias', nn.initializers.zeros, (L, C1))
-    weighted, bias_part = memory.unit_classify(a, h, kernel, bias)
+    bias = (self.param('unit_bias', nn.initializers.zeros, (L, C1)) if self.classifier_bias
+            else jnp.zeros((L, C1), jnp.float32))
+    weighted, bias_part = memory.unit_classify(read_BxTxL, h, kernel, bias)
     m = mask_BxT[..., None]
     cas = (weighted + bias_part) * m
     cas_supp = (fg[..., None] * weighted + bias_part) * m
 
     out = _outputs(cas, cas_supp, fg, mask_BxT, self.topk_ratio)
     out.update({
-        'update_attn': r,
+        'update_attn': update_BxTxL,
         'update_cos': update_cos,
-        'read_attn': a,
+        'read_attn': read_BxTxL,
         'memory_adapted': adapted_BxLxD,
         'mass': mass_BxL,
     })
@@ -175,10 +179,11 @@ def create_model(config: Any, num_classes: int) -> nn.Module:
   mc = config.model
   if mc.head == 'mil':
     return MILNet(num_classes=num_classes, dim=mc.dim, dropout=mc.dropout,
-                  topk_ratio=mc.topk_ratio, fg_bias_init=mc.fg_bias_init)
+                  topk_ratio=mc.topk_ratio, fg_bias_init=mc.fg_bias_init,
+                  classifier_bias=mc.classifier_bias)
   if mc.head == 'aumn':
     return AUMN(num_classes=num_classes, dim=mc.dim, num_units=mc.num_units,
                 dropout=mc.dropout, tau=mc.tau, tau_u=mc.tau_u, topk_ratio=mc.topk_ratio,
                 momentum=config.memory.momentum, center_features=mc.center_features,
-                fg_bias_init=mc.fg_bias_init)
+                fg_bias_init=mc.fg_bias_init, classifier_bias=mc.classifier_bias)
   raise ValueError(f"config.model.head: unknown head {mc.head!r} (expected 'aumn' or 'mil')")

@@ -13,7 +13,6 @@ checkpoint at the current step and returns cleanly.
 Model math lives in models.py / losses.py, the step in train_step.py, devices in parallel.py.
 """
 import fcntl
-import json
 import os
 import signal
 import time
@@ -118,7 +117,12 @@ def predict(eval_fn, state, split, config: ml_collections.ConfigDict,
 
 
 def localize_and_evaluate(outputs, split, config: ml_collections.ConfigDict):
-  """Model outputs of a split -> (ActivityNet results dict, evaluator metrics)."""
+  """Model outputs of a split -> (ActivityNet results dict, evaluation.Evaluation).
+
+  Predicted labels without ground truth in the evaluated split are dropped and counted
+  (`num_unknown_dropped`): the ActivityNet code would crash on them, and a small test split
+  need not cover every class.
+  """
   videos = []
   for i, video_id in enumerate(split.video_ids):
     meta = split.meta(i)
@@ -126,11 +130,19 @@ def localize_and_evaluate(outputs, split, config: ml_collections.ConfigDict):
     videos.append((video_id, out['cas_probs'], out['video_probs'], meta['fps'],
                    meta['snippet_stride'], meta['duration']))
   results = localization.localize(videos, config.localization, split.class_names)
-  ground_truth = data.ground_truth(split, config.data.eval_split)
-  metrics = evaluation.evaluate(
-      ground_truth, results, tiou_thresholds=config.evaluation.tiou_thresholds,
-      subset=config.data.eval_split)
-  return results, metrics
+  ground_truth = evaluation.load_ground_truth(
+      data.ground_truth(split, config.data.eval_split), subset=config.data.eval_split)
+  scored = evaluation.compute(ground_truth, evaluation.validate_results(results),
+                              config.evaluation.tiou_thresholds, drop_unknown_labels=True)
+  return results, scored
+
+
+def protocol_for(tiou_thresholds) -> Optional[evaluation.Protocol]:
+  """The benchmark protocol whose thresholds these are (for the table's averages), if any."""
+  for protocol in evaluation.PROTOCOLS.values():
+    if np.allclose(protocol.tiou_thresholds, tiou_thresholds):
+      return protocol
+  return None
 
 
 class _Preemption:
@@ -203,19 +215,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   def evaluate_now(step):
     outputs = predict(eval_fn, state, eval_split, config, mesh)
-    results, metrics = localize_and_evaluate(outputs, eval_split, config)
+    results, scored = localize_and_evaluate(outputs, eval_split, config)
+    metrics = scored.to_dict()
     writer.write(step, {k: metrics[k] for k in ('map', 'average_map', 'tiou_thresholds')},
                  prefix='eval/')
-    return outputs, results, metrics
+    return step, results, scored
 
   iterator = input_pipeline.TrainIterator(
       train_split, start_step, seed=config.seed, global_batch_size=config.batch_size,
       max_snippets=config.data.max_snippets, sampling=config.data.sampling,
-      process_index=jax.process_index(), process_count=jax.process_count())
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      end_step=config.num_train_steps)
   pending: list[tuple[int, Any]] = []
   progress = tqdm.tqdm(total=config.num_train_steps, initial=start_step, unit='step',
                        disable=jax.process_index() != 0, dynamic_ncols=True)
   step = start_step
+  last_eval = None  # (step, results, Evaluation) of the latest evaluation
   last_log_time, last_log_step = time.perf_counter(), start_step
   try:
     with _Preemption() as preemption:
@@ -238,34 +253,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           mean = {k: float(np.mean([m[k] for _, m in rows])) for k in rows[-1][1]}
           writer.write(step, {**mean, 'steps_per_sec': steps_per_sec}, prefix='train/')
           progress.set_postfix(loss=f'{mean["loss"]:.4f}')
-        eval_metrics = None
         if eval_now:
-          _, _, eval_metrics = evaluate_now(step)
-          progress.write(f'step {step}: average mAP {100 * eval_metrics["average_map"]:.2f}')
+          last_eval = evaluate_now(step)
+          progress.write(f'step {step}: average mAP {100 * last_eval[2].average_map:.2f}')
         if save_now:
           checkpointing.save(manager, step, state, metrics=(
-              {checkpointing.BEST_METRIC: float(eval_metrics['average_map'])}
-              if eval_metrics else None))
+              {checkpointing.BEST_METRIC: last_eval[2].average_map} if eval_now else None))
         if stop and not last:
           manager.wait_until_finished()
           progress.write(f'SIGTERM: saved a checkpoint at step {step}; rerun to resume')
           return {'step': step, 'preempted': True}
+    if last_eval is None or last_eval[0] != step:  # rerun of a finished run: nothing trained
+      last_eval = evaluate_now(step)
+    _, results, scored = last_eval
+    manager.wait_until_finished()  # the best step's metrics are readable once its save is done
+    return write_final_results(config, workdir, step, results, scored, manager)
   finally:
     progress.close()
     iterator.close()
     manager.wait_until_finished()
-
-  final = write_final_results(config, workdir, state, step, eval_fn, eval_split, mesh, manager)
-  writer.close()
-  return final
+    writer.close()
 
 
-def write_final_results(config, workdir, state, step, eval_fn, eval_split, mesh,
-                        manager) -> dict[str, Any]:
+def write_final_results(config, workdir, step, results, scored, manager) -> dict[str, Any]:
   """proposals_<split>.json and results.json for the final state, best-by-test beside it."""
-  outputs = predict(eval_fn, state, eval_split, config, mesh)
-  results, metrics = localize_and_evaluate(outputs, eval_split, config)
-  summary = {**metrics, 'step': int(step)}
+  summary = {**scored.to_dict(), 'step': int(step)}
   best = manager.best_step()
   if best is not None:
     summary['best_by_test_map'] = {
@@ -274,14 +286,10 @@ def write_final_results(config, workdir, state, step, eval_fn, eval_split, mesh,
   if jax.process_index() == 0:
     split_name = config.data.eval_split
     evaluation.write_proposals(os.path.join(workdir, f'proposals_{split_name}.json'), results)
-    _write_json_atomic(os.path.join(workdir, 'results.json'), summary)
-    print(evaluation.format_table(metrics), flush=True)
+    evaluation.write_json(os.path.join(workdir, 'results.json'), summary)
+    print(evaluation.format_table(
+        scored, protocol=protocol_for(scored.tiou_thresholds),
+        ground_truth_name=f'{config.data.dataset}/{split_name}',
+        proposals_name=f'step {step} (final)'), flush=True)
   return summary
-
-
-def _write_json_atomic(path: str, obj: Any) -> None:
-  tmp = f'{path}.tmp.{os.getpid()}'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
 

@@ -61,7 +61,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
 
   (loss, (aux, memory)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   new_state = state.apply_gradients(grads=grads, memory=memory)
-  metrics = {'loss': loss, **aux, 'grad_norm': optax.global_norm(grads)}
+  metrics = {'loss': loss, **aux, 'grad_norm': optax.tree.norm(grads)}
   return new_state, metrics
 
 

@@ -37,11 +37,13 @@ def get_config() -> ml_collections.ConfigDict:
       num_units=64,               # L
       dropout=0.7,
       tau=0.1,                    # read attention temperature (cosine logits)
-      tau_u=0.1,                  # update attention temperature
+      tau_u=0.01,                 # update attention temperature (0.1 leaves R uniform)
       topk_ratio=8,               # r: k = max(1, floor(T_valid / r))
-      center_features=False,      # subtract each video's masked mean of H before both unit
-                                  # attentions and the unit write (SPEC §9 collapse remedy)
+      # Memory remedies (SPEC §9; evidence in docs/method.md). tau_u=0.01 + center_features is
+      # the measured-healthy memory; SPEC's literal v2 is tau_u=0.1, center_features=False.
+      center_features=True,       # subtract each video's masked mean of H before Wk, U and Qr
       fg_bias_init=0.0,           # initial bias of the foreground-attention layer (a = sigmoid)
+      classifier_bias=True,       # bias b / b_l of the class classifiers (BaS-Net has none)
   ))
 
   c.memory = ml_collections.ConfigDict(dict(

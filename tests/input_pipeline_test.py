@@ -38,6 +38,8 @@ class FakeSplit:
 
   def __getitem__(self, i):
     self.reads += 1
+    if not 0 <= i < len(self):  # a list would quietly accept -1
+      raise IndexError(i)
     if i == self.fail_on:
       raise OSError(f'cannot read video {i}')
     return self._records[i]
@@ -375,13 +377,17 @@ def test_eval_batches_cover_every_video_once_with_one_shape_per_bucket():
 
 def test_eval_batch_count_is_minimal():
   plan = ip.eval_plan(np.array(EVAL_LENGTHS), **EVAL)
-  # Per bucket: 8 -> 6 videos, 16 -> 3, 32 -> 3, 64 -> 1, 128 -> 1.
+  # Videos per bucket: 8 -> 5, 16 -> 3, 32 -> 3, 64 -> 2, 128 -> 1.
   assert [tb for tb, _ in plan] == [8, 8, 16, 32, 64, 128]
 
 
+@pytest.mark.parametrize('lengths', [EVAL_LENGTHS, [20, 3, 20, 20, 20]])
 @pytest.mark.parametrize('process_count', [2, 4])
-def test_eval_process_slices_union_to_the_single_process_batches(process_count):
-  split = FakeSplit(EVAL_LENGTHS)
+def test_eval_process_slices_union_to_the_single_process_batches(
+    process_count, lengths):
+  # [20, 3, ...]: the first batch is [1, -1, -1, -1], all padding on most
+  # processes, which must still learn F for their shapes.
+  split = FakeSplit(lengths)
   whole = list(ip.eval_batches(split, **EVAL))
   parts = [list(ip.eval_batches(split, process_index=p,
                                 process_count=process_count, **EVAL))
@@ -396,9 +402,68 @@ def test_eval_process_slices_union_to_the_single_process_batches(process_count):
 
 def test_eval_batches_reject_bad_config():
   split = FakeSplit(EVAL_LENGTHS)
+  # Raised by the call, before any batch is asked for.
   with pytest.raises(ValueError, match='not divisible'):
-    next(ip.eval_batches(split, batch_size=4, buckets=(8,), process_count=3))
+    ip.eval_batches(split, batch_size=4, buckets=(8,), process_count=3)
   with pytest.raises(ValueError, match='empty split'):
-    next(ip.eval_batches(FakeSplit([]), **EVAL))
+    ip.eval_batches(FakeSplit([]), **EVAL)
   with pytest.raises(ValueError, match='eval buckets'):
-    next(ip.eval_batches(split, batch_size=4, buckets=()))
+    ip.eval_batches(split, batch_size=4, buckets=())
+  with pytest.raises(ValueError, match='no snippets'):
+    ip.eval_batches(FakeSplit([3, 0]), **EVAL)
+
+
+# ------------------------------------------------------- the real data path
+
+
+@pytest.fixture(scope='module')
+def built_tiny(tmp_path_factory):
+  """The tiny synthetic preset through data_prep and aumn_jax.data (~2 s)."""
+  from aumn_jax import data  # pylint: disable=g-import-not-at-top
+  from data_prep import build, synthetic  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp('tiny')
+  raw = synthetic.generate(str(root / 'raw'), 'um', 'tiny', seed=0)
+  build.build('synthetic', raw, str(root / 'data'))
+  return {s: data.load_split(str(root / 'data'), 'synthetic', s)
+          for s in ('train', 'test')}
+
+
+@pytest.mark.parametrize('sampling', ip.SAMPLING_MODES)
+def test_train_batches_from_a_built_dataset(built_tiny, sampling):
+  split = built_tiny['train']
+  kw = dict(seed=0, global_batch_size=8, max_snippets=128, sampling=sampling)
+  assert split.lengths.min() < 128 < split.lengths.max()  # pads and samples
+  batch = ip.train_batch(split, 3, **kw)
+  assert batch['features'].shape == (8, 128, 2048)
+  for row, v in enumerate(batch['index']):
+    record = split[int(v)]
+    n = min(int(split.lengths[v]), 128)
+    assert batch['mask'][row].sum() == n
+    np.testing.assert_array_equal(batch['labels'][row], record['labels'])
+    # Every clip row is one of the video's snippets, in order, then zeros.
+    where = {snippet.tobytes(): t for t, snippet in enumerate(record['features'])}
+    t = np.array([where[c.tobytes()] for c in batch['features'][row, :n]])
+    assert np.all(np.diff(t) > 0)
+    if sampling == 'random_crop':
+      np.testing.assert_array_equal(np.diff(t), 1)
+    assert not batch['features'][row, n:].any()
+  halves = [ip.train_batch(split, 3, process_index=p, process_count=2, **kw)
+            for p in range(2)]
+  assert_batches_equal(
+      batch, {k: np.concatenate([h[k] for h in halves]) for k in batch})
+
+
+def test_eval_batches_from_a_built_dataset(built_tiny):
+  split = built_tiny['test']
+  seen = []
+  for batch in ip.eval_batches(split, batch_size=4, buckets=(64, 128, 256)):
+    tb = batch['features'].shape[1]
+    for row, v in enumerate(batch['index']):
+      if v >= 0:
+        seen.append(int(v))
+        n = int(split.lengths[v])
+        assert tb == ip.bucket_length(n, (64, 128, 256))
+        np.testing.assert_array_equal(batch['features'][row, :n],
+                                      split[int(v)]['features'])
+        assert batch['mask'][row].sum() == n
+  assert sorted(seen) == list(range(len(split)))

@@ -166,7 +166,7 @@ def test_loss_falls_on_synthetic_data(tiny_data_dir, tmp_path):
   config.optim.learning_rate = 1e-3
   train_loop.train_and_evaluate(config, str(tmp_path))
   lines = [l for l in _read_jsonl(str(tmp_path / 'metrics.jsonl')) if 'loss_cls' in l]
-  assert lines[-1]['loss_cls'] < 0.7 * lines[0]['loss_cls'], [l['loss_cls'] for l in lines]
+  assert lines[-1]['loss_cls'] < 0.8 * lines[0]['loss_cls'], [l['loss_cls'] for l in lines]
 
 
 _WORKER = textwrap.dedent('''

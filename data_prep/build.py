@@ -1,0 +1,130 @@
+"""Builds a TFDS dataset from a raw feature dump, all or nothing.
+
+  python -m data_prep.build --dataset NAME --manual_dir RAW --data_dir DATA [--layout auto]
+
+NAME is thumos14, activitynet12, activitynet13 or synthetic; RAW holds a dump in the UM or the
+W-TALC layout (auto-detected); the dataset lands in DATA/NAME/1.0.0 (array_record), which
+`aumn_jax.data.load_split(DATA, NAME, split)` reads.
+
+Holds the `build` API (the training loop calls it for the embedded synthetic default) and the
+CLI. The order is what makes a failure clean: read the annotations, check every video's
+features (readable, [T, 2048] or two [T, 1024] halves of equal length, finite, T > 0), and only
+then write, into a temporary directory inside DATA that is renamed into place at the end and
+removed on any failure. Bad input exits 1 with one line, `error: <file>: <problem>`.
+
+Deliberately doesn't: generate data (data_prep/synthetic.py) or define the record
+(data_prep/builders.py).
+"""
+import argparse
+import contextlib
+import io
+import os
+import shutil
+import sys
+import tempfile
+import time
+from typing import Callable
+
+from aumn_jax import data as data_lib
+from aumn_jax.data import DataError
+from data_prep import layouts
+
+
+def build(dataset: str, manual_dir: str, data_dir: str, layout: str = 'auto',
+          overwrite: bool = False, log: Callable[[str], None] | None = None) -> str:
+  """Builds `dataset` from the dump in `manual_dir` into `data_dir`.
+
+  Args:
+    dataset: thumos14 | activitynet12 | activitynet13 | synthetic.
+    manual_dir: the raw dump (UM or W-TALC layout).
+    data_dir: TFDS data_dir; the dataset goes to data_dir/dataset/1.0.0.
+    layout: 'auto', 'um' or 'wtalc'.
+    overwrite: rebuild an existing dataset (else it is kept and its path returned).
+    log: called with one line per stage (print for the CLI; None is silent).
+
+  Returns:
+    The path of the built dataset directory.
+
+  Raises:
+    DataError: bad input; nothing is left in data_dir.
+  """
+  log = log or (lambda line: None)
+  if dataset not in layouts.DATASETS:
+    raise DataError(dataset, f'unknown dataset; expected one of {", ".join(layouts.DATASETS)}')
+  data_dir = os.path.abspath(os.path.expanduser(data_dir))
+  final = os.path.join(data_dir, dataset, data_lib.VERSION)
+  if os.path.isfile(os.path.join(final, 'dataset_info.json')) and not overwrite:
+    log(f'{dataset}: already built at {final} (pass --overwrite to rebuild)')
+    return final
+
+  start = time.time()
+  raw = layouts.read(manual_dir, layout, layouts.WTALC_NAMES[dataset])
+  counts = ', '.join(f'{s} {len(raw.splits[s])} videos ({raw.subsets[s]!r})'
+                     for s in layouts.SPLITS)
+  log(f'{dataset}: {raw.layout} layout at {raw.root}: {len(raw.class_names)} classes, {counts}')
+  lengths = layouts.validate(raw)
+  log(f'{dataset}: checked the features of {sum(map(len, lengths.values()))} videos '
+      f'({time.time() - start:.1f}s)')
+
+  # Imported late: bad input fails fast, before TFDS (and its logging) loads.
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from data_prep import builders  # pylint: disable=g-import-not-at-top
+  tfds.disable_progress_bar()
+
+  created = [d for d in (data_dir, os.path.dirname(final)) if not os.path.isdir(d)]
+  os.makedirs(os.path.dirname(final), exist_ok=True)
+  # Inside data_dir so the final rename stays on one filesystem (atomic).
+  tmp = tempfile.mkdtemp(prefix=f'.{dataset}-building-', dir=data_dir)
+  try:
+    builder = builders.BUILDERS[dataset](
+        data_dir=tmp, file_format='array_record', raw=raw, lengths=lengths)
+    with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints the temporary path
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(manual_dir=raw.root))
+    built = os.path.join(tmp, dataset, data_lib.VERSION)
+    previous = None
+    if os.path.exists(final):  # overwrite: swap, so a failure never loses the old dataset
+      previous = os.path.join(tmp, 'previous')
+      os.rename(final, previous)
+    try:
+      os.rename(built, final)
+    except OSError:
+      if previous is not None:
+        os.rename(previous, final)
+      raise
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    for d in reversed(created):
+      if os.path.isdir(d) and not os.listdir(d):
+        os.rmdir(d)
+    raise
+  shutil.rmtree(tmp, ignore_errors=True)
+  size = sum(os.path.getsize(os.path.join(final, f)) for f in os.listdir(final))
+  log(f'{dataset}: wrote {final} ({size / 2**20:.1f} MiB, {time.time() - start:.1f}s)')
+  return final
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(
+      prog='python -m data_prep.build', description=__doc__.split('\n\n')[0])
+  parser.add_argument('--dataset', required=True, choices=layouts.DATASETS)
+  parser.add_argument('--manual_dir', required=True, help='raw dump (UM or W-TALC layout)')
+  parser.add_argument('--data_dir', required=True, help='TFDS data_dir to build into')
+  parser.add_argument('--layout', default='auto', choices=('auto',) + layouts.LAYOUTS)
+  parser.add_argument('--overwrite', action='store_true', help='rebuild an existing dataset')
+  args = parser.parse_args(argv)
+  try:
+    path = build(args.dataset, args.manual_dir, args.data_dir, layout=args.layout,
+                 overwrite=args.overwrite, log=print)
+  except DataError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  except OSError as e:  # disk full, permissions: still one line naming the file
+    print(f'error: {e.filename or args.data_dir}: {e.strerror or e}', file=sys.stderr)
+    return 1
+  print(path)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

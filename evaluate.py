@@ -1,0 +1,83 @@
+r"""Scores localization proposals: the NumPy evaluator on an exported proposals file (SPEC.md §7).
+
+  python evaluate.py --ground_truth GT.json --proposals P.json [--subset test] \
+      [--protocol thumos14|activitynet] [--tiou 0.1,0.2,...] [--ambiguous Ambiguous_test.txt] \
+      [--drop_unknown_labels] [--per_class] [--output OUT.json]
+
+Prints the mAP table; --output writes {tiou_thresholds, map, average_map, ap_per_class,
+num_ground_truth, num_predictions} (fractions) atomically, only on success. Bad input: one line
+"error: FILE: where: what" on stderr and exit status 1, no traceback, nothing written.
+This path imports no JAX (aumn_jax.evaluation is NumPy only).
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+
+from aumn_jax import evaluation
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('ground_truth', None, 'ActivityNet-style gt.json.')
+flags.DEFINE_string('proposals', None, 'ActivityNet result JSON {"results": {video: [...]}}.')
+flags.DEFINE_string('subset', 'test', 'Ground-truth subset to evaluate ("subset" field).')
+flags.DEFINE_enum('protocol', 'thumos14', sorted(evaluation.PROTOCOLS),
+                  'Preset: thumos14 = tIoU 0.1:0.1:0.7 with averages 0.1:0.5, 0.3:0.7, 0.1:0.7; '
+                  'activitynet = 0.50:0.05:0.95 and their mean.')
+flags.DEFINE_list('tiou', None, 'Comma-separated tIoU thresholds; overrides the preset\'s.')
+flags.DEFINE_string('ambiguous', None,
+                    'THUMOS14 Ambiguous_test.txt: drop predictions overlapping its segments '
+                    '(W-TALC convention). Default: not used (ActivityNet / UM convention).')
+flags.DEFINE_bool('drop_unknown_labels', False,
+                  'Drop predictions whose label has no ground truth in the subset (and report '
+                  'how many) instead of failing.')
+flags.DEFINE_bool('per_class', False, 'Also print AP per class.')
+flags.DEFINE_string('output', None, 'Write the results as JSON here.')
+
+
+def _fail(message: str) -> None:
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(1)
+
+
+def _thresholds(protocol: evaluation.Protocol) -> tuple[float, ...]:
+  if FLAGS.tiou is None:
+    return protocol.tiou_thresholds
+  values = []
+  for text in FLAGS.tiou:
+    try:
+      values.append(float(text))
+    except ValueError:
+      _fail(f'--tiou: {text!r} is not a number')
+  return tuple(values)
+
+
+def evaluate_files() -> None:
+  """--ground_truth/--proposals: score an exported proposals file (NumPy only)."""
+  protocol = evaluation.PROTOCOLS[FLAGS.protocol]
+  try:
+    thresholds = _thresholds(protocol)
+    gt = evaluation.load_ground_truth(FLAGS.ground_truth, subset=FLAGS.subset)
+    proposals = evaluation.load_proposals(FLAGS.proposals)
+    result = evaluation.compute(gt, proposals, thresholds, ambiguous=FLAGS.ambiguous,
+                                drop_unknown_labels=FLAGS.drop_unknown_labels)
+    if FLAGS.output:
+      evaluation.write_json(FLAGS.output, result.to_dict())
+  except evaluation.InputError as e:
+    _fail(str(e))
+  print(evaluation.format_table(result, protocol=protocol, ground_truth_name=FLAGS.ground_truth,
+                                proposals_name=FLAGS.proposals, per_class=FLAGS.per_class))
+  if FLAGS.output:
+    print(f'wrote {FLAGS.output}')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if not (FLAGS.ground_truth and FLAGS.proposals):
+    _fail('--ground_truth and --proposals are both required')
+  evaluate_files()
+
+
+if __name__ == '__main__':
+  app.run(main)

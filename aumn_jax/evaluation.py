@@ -20,8 +20,9 @@ The protocol, as ActivityNet's `ANETdetection` / `compute_average_precision_dete
   * AP = VOC-2011 interpolated AP: precision envelope (running max from the right) summed over the
     recall steps; a class without predictions has AP 0; mAP = mean over classes; average_map =
     mean over thresholds.
-On inputs without ties the numbers are bit-identical to the official code (tests check this
-against a transcription of it). Where the official code is not well defined we chose:
+On inputs without ties (equal scores, equal tIoUs) or zero-length segments the numbers are
+bit-identical to the official code: tests check this against a transcription of it. Where the
+official code is not well defined we chose:
   * Ties. It orders predictions with `argsort()[::-1]` on the score and ground truths with
     `argsort()[::-1]` on the tIoU, numpy's unstable quicksort, so tied inputs give machine-dependent
     results. Here: equal scores keep file order (videos in the order of the results object, then
@@ -177,7 +178,7 @@ def _short(x: Any, limit: int = 60) -> str:
 
 
 def _segments_array(segs: Sequence[Any]) -> np.ndarray | None:
-  """[M, 2] float64 of valid segments, or None if any is invalid (then `_segment_problem` says why)."""
+  """[M, 2] float64 of valid segments, or None if one is invalid (`_segment_problem` says why)."""
   m = len(segs)
   try:
     if m and (not all(issubclass(t, (list, tuple)) for t in set(map(type, segs)))
@@ -509,6 +510,8 @@ def load_ambiguous(source: str | os.PathLike[str] | Mapping[str, Any]) -> dict[s
   out: dict[str, list[tuple[float, float]]] = {}
   if isinstance(source, Mapping):
     for vid, segs in source.items():
+      if isinstance(segs, np.ndarray):   # e.g. load_ambiguous's own output
+        segs = segs.tolist()
       for j, seg in enumerate(segs):
         problem = _segment_problem(seg, strings=False)
         if problem:
@@ -583,19 +586,16 @@ def _candidate_pairs(p_block: np.ndarray, p_seg: np.ndarray, g_block: np.ndarray
   # A pair needs a positive-length intersection (min_tiou > 0): g_start < p_end and
   # g_end > p_start, so g_start lies in (p_start - longest ground truth of the block, p_end).
   # Ground truths sorted by the key block * span + start give that band with two searchsorted
-  # calls. The key is rounded, but rounding is monotone and the band is widened by far more than
-  # the rounding error, so it only ever holds extra pairs, which the exact tIoU test drops;
-  # span > 4 * (largest time + 1) keeps blocks apart. A block of a few ground truths is taken
-  # whole: cheaper than searching it (ActivityNet's are nearly all like that).
-  top = max(float(g_seg.max()), float(p_seg.max()) if len(p_seg) else 0.0)
-  span = 2.0 ** math.ceil(math.log2(4 * (top + 1)))
+  # calls. Rounding the key is monotone, so no member of the band is lost; the lower end is
+  # lowered by far more than the rounding of p_start - width; span (a power of two) >
+  # 4 * (largest time + 1) keeps blocks apart. Extra pairs are harmless: the exact tIoU test
+  # drops them. A block of a few ground truths is taken whole: cheaper than searching it
+  # (ActivityNet's are nearly all like that), and the fallback if the keys would overflow.
   g_pos_of = np.full(num_blocks, -1, np.int64)
   block_ids, block_size = np.unique(g_block, return_counts=True)
   g_pos_of[block_ids] = np.arange(len(block_ids))
   g_pos = g_pos_of[g_block]
-  g_key = g_pos * span + g_seg[:, 0]
-  g_order = np.argsort(g_key, kind='stable')
-  g_key = g_key[g_order]
+  g_order = np.lexsort((g_seg[:, 0], g_pos))
   gs = g_seg[g_order, 0]
   ge = g_seg[g_order, 1]
   block_first = np.cumsum(block_size) - block_size          # first row of a block in g_order
@@ -608,8 +608,11 @@ def _candidate_pairs(p_block: np.ndarray, p_seg: np.ndarray, g_block: np.ndarray
   ps, pe = p_seg[:, 0], p_seg[:, 1]
   lo = np.where(has, block_first[pos], 0)
   hi = np.where(has, lo + block_size[pos], 0)
+  bound = 4.0 * (max(float(g_seg.max()), float(p_seg.max()) if len(p_seg) else 0.0) + 1.0)
+  span = 2.0 ** math.frexp(bound)[1] if bound < 2.0**900 else math.inf
   search = np.flatnonzero(has & (block_size[pos] > 4))
-  if len(search):
+  if len(search) and math.isfinite(span * 4 * (len(block_ids) + 1)):
+    g_key = g_pos[g_order] * span + gs
     width, base = maxlen[pos[search]], pos[search] * span
     ps_s = ps[search]
     hi[search] = np.searchsorted(g_key, base + pe[search], 'right')

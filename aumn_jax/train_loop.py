@@ -14,6 +14,7 @@ Model math lives in models.py / losses.py, the step in train_step.py, devices in
 """
 import fcntl
 import os
+import shutil
 import signal
 import time
 from typing import Any, Optional
@@ -30,6 +31,7 @@ from aumn_jax import input_pipeline
 from aumn_jax import localization
 from aumn_jax import metric_writer
 from aumn_jax import parallel
+from aumn_jax import plotting
 from aumn_jax import train_step as train_step_lib
 
 HEADS = ('aumn', 'mil')
@@ -85,6 +87,7 @@ def prepare_data_dir(data_cfg: ml_collections.ConfigDict) -> str:
             f'(seed {data_cfg.synthetic_seed}) into {data_dir} (first use only)', flush=True)
       synthetic.generate(raw, 'um', data_cfg.synthetic_preset, seed=data_cfg.synthetic_seed)
       build_lib.build('synthetic', raw, data_dir)
+      shutil.rmtree(raw)  # the raw dump is only the builder's input
   return data_dir
 
 
@@ -219,7 +222,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     metrics = scored.to_dict()
     writer.write(step, {k: metrics[k] for k in ('map', 'average_map', 'tiou_thresholds')},
                  prefix='eval/')
-    return step, results, scored
+    return step, outputs, results, scored
 
   iterator = input_pipeline.TrainIterator(
       train_split, start_step, seed=config.seed, global_batch_size=config.batch_size,
@@ -230,7 +233,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   progress = tqdm.tqdm(total=config.num_train_steps, initial=start_step, unit='step',
                        disable=jax.process_index() != 0, dynamic_ncols=True)
   step = start_step
-  last_eval = None  # (step, results, Evaluation) of the latest evaluation
+  last_eval = None  # (step, outputs, results, Evaluation) of the latest evaluation
   last_log_time, last_log_step = time.perf_counter(), start_step
   try:
     with _Preemption() as preemption:
@@ -255,19 +258,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           progress.set_postfix(loss=f'{mean["loss"]:.4f}')
         if eval_now:
           last_eval = evaluate_now(step)
-          progress.write(f'step {step}: average mAP {100 * last_eval[2].average_map:.2f}')
+          progress.write(f'step {step}: average mAP {100 * last_eval[3].average_map:.2f}')
         if save_now:
           checkpointing.save(manager, step, state, metrics=(
-              {checkpointing.BEST_METRIC: last_eval[2].average_map} if eval_now else None))
+              {checkpointing.BEST_METRIC: last_eval[3].average_map} if eval_now else None))
         if stop and not last:
           manager.wait_until_finished()
           progress.write(f'SIGTERM: saved a checkpoint at step {step}; rerun to resume')
           return {'step': step, 'preempted': True}
     if last_eval is None or last_eval[0] != step:  # rerun of a finished run: nothing trained
       last_eval = evaluate_now(step)
-    _, results, scored = last_eval
+    _, outputs, results, scored = last_eval
     manager.wait_until_finished()  # the best step's metrics are readable once its save is done
-    return write_final_results(config, workdir, step, results, scored, manager)
+    best = manager.best_step()
+    best_map = manager.metrics(best)[checkpointing.BEST_METRIC] if best is not None else None
+    if jax.process_index() == 0:
+      plotting.plot_videos(os.path.join(workdir, 'plots'), outputs, eval_split, results,
+                           config.evaluation.num_plots)
+    return write_results(config, workdir, step, results, scored,
+                         best=(best, best_map), label='final')
   finally:
     progress.close()
     iterator.close()
@@ -275,13 +284,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     writer.close()
 
 
-def write_final_results(config, workdir, step, results, scored, manager) -> dict[str, Any]:
-  """proposals_<split>.json and results.json for the final state, best-by-test beside it."""
+def write_results(config, workdir, step, results, scored, *, best=(None, None),
+                  label='final') -> dict[str, Any]:
+  """proposals_<split>.json, results.json and the printed table for one evaluated checkpoint.
+
+  `best` = (step, average mAP) of the best-by-test checkpoint, reported beside the headline
+  (final) numbers and labelled as the optimistic choice it is.
+  """
   summary = {**scored.to_dict(), 'step': int(step)}
-  best = manager.best_step()
-  if best is not None:
+  if best[0] is not None:
     summary['best_by_test_map'] = {
-        'step': int(best), 'average_map': manager.metrics(best)[checkpointing.BEST_METRIC],
+        'step': int(best[0]), 'average_map': float(best[1]),
         'note': 'checkpoint selected by test mAP: optimistic, not the headline number'}
   if jax.process_index() == 0:
     split_name = config.data.eval_split
@@ -290,6 +303,8 @@ def write_final_results(config, workdir, step, results, scored, manager) -> dict
     print(evaluation.format_table(
         scored, protocol=protocol_for(scored.tiou_thresholds),
         ground_truth_name=f'{config.data.dataset}/{split_name}',
-        proposals_name=f'step {step} (final)'), flush=True)
+        proposals_name=f'step {step} ({label})'), flush=True)
+    if best[0] is not None:
+      print(f'best-by-test-mAP checkpoint (optimistic): step {best[0]}, '
+            f'average mAP {100 * best[1]:.2f}', flush=True)
   return summary
-

@@ -174,7 +174,8 @@ def main(argv):
   print(f'NumPy {np.__version__}, {os.cpu_count()} CPUs; ours = median of {FLAGS.repeats} runs, '
         'JSON loading included; references once, on parsed rows (no JSON).')
   header = (f'{"case":<12s}{"videos":>6s}{"cls":>5s}{"GT":>7s}{"preds":>8s}{"K":>3s}'
-            f' {"ours s":>7s} {"cpu s":>6s} {"load":>6s} {"match":>6s} {"simple s":>8s} {"|dAP|":>8s}'
+            f' {"ours s":>7s} {"cpu s":>6s} {"load":>6s} {"match":>6s}'
+            f' {"simple s":>8s} {"|dAP|":>8s}'
             f' {"anet s":>8s} {"|dAP|":>8s} {"speedup":>8s}  {"mAP%":>5s}')
   print(header)
   measured = []

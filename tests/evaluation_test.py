@@ -3,9 +3,9 @@
 Two references live here, independent of the code under test:
   * `reference_ap`: the protocol's definition in plain Python loops (with our tie rule and our
     zero-length rule), compared on many random, tie-heavy small cases;
-  * `official_ap`: a line-by-line transcription of ActivityNet's compute_average_precision_detection /
-    segment_iou / interpolated_prec_rec (pandas replaced by lists), compared bit for bit on
-    tie-free inputs, where the official code is deterministic.
+  * `official_ap`: a line-by-line transcription of ActivityNet's
+    compute_average_precision_detection / segment_iou / interpolated_prec_rec (pandas replaced by
+    lists), compared bit for bit on tie-free inputs, where the official code is deterministic.
 """
 import json
 import os
@@ -303,6 +303,20 @@ def test_chain_where_each_prediction_waits_for_the_previous_one():
   np.testing.assert_allclose(ours.ap, ap, rtol=0, atol=1e-12)
 
 
+def test_extreme_time_values():
+  # Times near 1e300 would overflow the band-search keys; blocks are then taken whole.
+  rng = np.random.default_rng(7)
+  for scale in (1e-300, 1e-3, 1e6, 1e300):
+    gt = [('v', 'x', float(s) * scale, float(s + d) * scale)
+          for s, d in zip(rng.uniform(0, 50, 12), rng.uniform(0.5, 5, 12))]
+    preds = [('v', 'x', float(sc), float(s) * scale, float(s + d) * scale)
+             for sc, s, d in zip(rng.random(40), rng.uniform(0, 50, 40), rng.uniform(0.5, 6, 40))]
+    ours = run_ours(gt, preds, [0.1, 0.5])
+    _, ap = reference_ap(gt, preds, [0.1, 0.5])
+    np.testing.assert_allclose(ours.ap, ap, rtol=0, atol=1e-12, err_msg=str(scale))
+    assert ours.map[0] > 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Cases worked out by hand.
 
@@ -430,6 +444,12 @@ def test_ambiguous_file_thumos14():
   amb = evaluation.load_ambiguous(AMBIGUOUS)
   assert sum(len(v) for v in amb.values()) == 99 and len(amb) == 37
   np.testing.assert_array_equal(amb['video_test_0000278'], [[0.0, 1.4], [95.7, 97.2]])
+  gt = [('video_test_0000278', 'x', 0.0, 5.0)]
+  preds = [('video_test_0000278', 'x', 0.9, 1.0, 2.0), ('video_test_0000278', 'x', 0.8, 0.0, 5.0)]
+  by_file = run_ours(gt, preds, [0.5], ambiguous=AMBIGUOUS)
+  by_arrays = run_ours(gt, preds, [0.5], ambiguous=amb)   # load_ambiguous's output works too
+  assert by_file.num_ambiguous_dropped == by_arrays.num_ambiguous_dropped == 2
+  assert by_file.map[0] == by_arrays.map[0] == 0.0
 
 
 def test_unknown_labels_error_or_dropped_and_counted():
@@ -649,7 +669,8 @@ BAD_PROPOSALS = [
      "[0]['segment']: inf is not finite"),
     ('score NaN', '{"results": {"v": [{"label": "x", "score": NaN, "segment": [0, 1]}]}}',
      "results['v'][0]['score']: nan is not finite"),
-    ('score Infinity', '{"results": {"v": [{"label": "x", "score": -Infinity, "segment": [0, 1]}]}}',
+    ('score Infinity',
+     '{"results": {"v": [{"label": "x", "score": -Infinity, "segment": [0, 1]}]}}',
      "['score']: -inf is not finite"),
     ('score string', _results({'label': 'x', 'score': '0.5', 'segment': [0, 1]}),
      "['score']: must be a number, got '0.5'"),

@@ -73,6 +73,8 @@ def test_run_writes_its_outputs(uninterrupted):
   assert results['best_by_test_map']['step'] == 4
   with open(os.path.join(workdir, 'proposals_test.json'), encoding='utf-8') as f:
     assert 'results' in json.load(f)
+  plots = sorted(os.listdir(os.path.join(workdir, 'plots')))
+  assert len(plots) == config.evaluation.num_plots and plots[0].endswith('.png')
 
 
 def test_eight_devices_equal_one(uninterrupted, tmp_path):

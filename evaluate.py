@@ -1,4 +1,10 @@
-r"""Scores localization proposals: the NumPy evaluator on an exported proposals file (SPEC.md §7).
+r"""Scores localization: a trained run's checkpoint, or an exported proposals file (SPEC.md §7).
+
+  python evaluate.py --config=configs/thumos.py --workdir=W [--step N | --best]
+      restores the latest checkpoint of W (or step N, or the best-by-test one, labelled
+      optimistic), localizes the eval split, writes W/eval_step_<N>/{proposals_<split>,results}.json
+      and prints the table: the same numbers as the in-training evaluation of that checkpoint.
+      Pass the config and --config.* overrides that train.py got.
 
   python evaluate.py --ground_truth GT.json --proposals P.json [--subset test] \
       [--protocol thumos14|activitynet] [--tiou 0.1,0.2,...] [--ambiguous Ambiguous_test.txt] \
@@ -7,13 +13,14 @@ r"""Scores localization proposals: the NumPy evaluator on an exported proposals 
 Prints the mAP table; --output writes {tiou_thresholds, map, average_map, ap_per_class,
 num_ground_truth, num_predictions} (fractions) atomically, only on success. Bad input: one line
 "error: FILE: where: what" on stderr and exit status 1, no traceback, nothing written.
-This path imports no JAX (aumn_jax.evaluation is NumPy only).
+The file path imports no JAX (aumn_jax.evaluation is NumPy only).
 """
 
 import sys
 
 from absl import app
 from absl import flags
+from ml_collections import config_flags
 
 from aumn_jax import evaluation
 
@@ -33,6 +40,13 @@ flags.DEFINE_bool('drop_unknown_labels', False,
                   'how many) instead of failing.')
 flags.DEFINE_bool('per_class', False, 'Also print AP per class.')
 flags.DEFINE_string('output', None, 'Write the results as JSON here.')
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Checkpoint mode: the training config (with the same overrides).',
+    lock_config=True)
+flags.DEFINE_string('workdir', None, 'Checkpoint mode: the training run\'s --workdir.')
+flags.DEFINE_integer('step', None, 'Checkpoint mode: evaluate this step (default: latest).')
+flags.DEFINE_bool('best', False, 'Checkpoint mode: evaluate the best-by-test-mAP checkpoint '
+                  '(optimistic: selected on the test split).')
 
 
 def _fail(message: str) -> None:
@@ -71,11 +85,33 @@ def evaluate_files() -> None:
     print(f'wrote {FLAGS.output}')
 
 
+def evaluate_run() -> None:
+  """--config/--workdir: restore a checkpoint, localize, export, print (imports JAX)."""
+  from aumn_jax import parallel  # pylint: disable=g-import-not-at-top
+  parallel.maybe_initialize_distributed()
+  from aumn_jax import data  # pylint: disable=g-import-not-at-top
+  from aumn_jax import train_loop  # pylint: disable=g-import-not-at-top
+  if FLAGS.best and FLAGS.step is not None:
+    _fail('--best and --step are exclusive')
+  try:
+    train_loop.evaluate_checkpoint(_CONFIG.value, FLAGS.workdir, step=FLAGS.step,
+                                   best=FLAGS.best)
+  except (train_loop.TrainingError, data.DataError, evaluation.InputError) as e:
+    _fail(str(e))
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if FLAGS.workdir or FLAGS['config'].present:
+    if not (FLAGS.workdir and FLAGS['config'].present):
+      _fail('checkpoint mode needs both --config and --workdir')
+    if FLAGS.ground_truth or FLAGS.proposals:
+      _fail('use either --config/--workdir or --ground_truth/--proposals, not both')
+    evaluate_run()
+    return
   if not (FLAGS.ground_truth and FLAGS.proposals):
-    _fail('--ground_truth and --proposals are both required')
+    _fail('--ground_truth and --proposals are both required (or --config and --workdir)')
   evaluate_files()
 
 

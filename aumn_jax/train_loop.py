@@ -13,6 +13,7 @@ checkpoint at the current step and returns cleanly.
 Model math lives in models.py / losses.py, the step in train_step.py, devices in parallel.py.
 """
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -308,3 +309,61 @@ def write_results(config, workdir, step, results, scored, *, best=(None, None),
       print(f'best-by-test-mAP checkpoint (optimistic): step {best[0]}, '
             f'average mAP {100 * best[1]:.2f}', flush=True)
   return summary
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *,
+                        step: Optional[int] = None, best: bool = False) -> dict[str, Any]:
+  """Restores a checkpoint of `workdir`, localizes the eval split, writes and prints the table.
+
+  The latest checkpoint by default (`step` picks another, `best` the best-by-test one, labelled
+  optimistic). Outputs go to W/eval_step_<N>/ (proposals_<split>.json, results.json) so the
+  run's own final results are never overwritten; the numbers equal the in-training evaluation
+  of that checkpoint (same eval step, same localization, same evaluator).
+  """
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  _check_same_run(config, workdir)
+  mesh = parallel.make_mesh()
+  validate_config(config, mesh)
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    raise TrainingError(f'{workdir}: no checkpoints/ directory (train there first)')
+  manager = checkpointing.create_manager(workdir, read_only=True)
+  if best:
+    step, label = manager.best_step(), 'best by test mAP: optimistic'
+    if step is None:
+      raise TrainingError(f'{workdir}/checkpoints: no evaluated checkpoint to call best')
+  elif step is None:
+    step, label = manager.latest_step(), 'latest'
+  else:
+    label = 'requested'
+  if step is None or step not in manager.all_steps():
+    raise TrainingError(f'{workdir}/checkpoints: no checkpoint at step {step}; '
+                        f'available: {list(manager.all_steps())}')
+  data_dir = prepare_data_dir(config.data)
+  eval_split = data.load_split(data_dir, config.data.dataset, config.data.eval_split)
+  state = checkpointing.restore(
+      manager, step, train_step_lib.init_state(config, eval_split.num_classes, mesh))
+  _, eval_fn = train_step_lib.jit_steps(config, mesh)
+  outputs = predict(eval_fn, state, eval_split, config, mesh)
+  results, scored = localize_and_evaluate(outputs, eval_split, config)
+  out_dir = os.path.join(workdir, f'eval_step_{step}')
+  if jax.process_index() == 0:
+    os.makedirs(out_dir, exist_ok=True)
+  return write_results(config, out_dir, step, results, scored, label=label)
+
+
+def _check_same_run(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Fails in one line when the config's model/data differ from the run's W/config.json."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return
+  with open(path, encoding='utf-8') as f:
+    saved = json.load(f)
+  current = json.loads(config.to_json_best_effort())
+  for group in ('model', 'memory'):
+    for key, value in saved.get(group, {}).items():
+      if current[group].get(key) != value:
+        raise TrainingError(
+            f'{path}: the run used {group}.{key}={value!r}, this config has '
+            f'{current[group].get(key)!r}: pass the same config and overrides as train.py')
+  if saved['data']['dataset'] != current['data']['dataset']:
+    raise TrainingError(f'{path}: the run used data.dataset={saved["data"]["dataset"]!r}')

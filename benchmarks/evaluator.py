@@ -16,8 +16,9 @@ References (once, on already-parsed rows; they live in tests/evaluation_test.py)
   simple:   the plain-Python protocol definition the tests check against;
   anet:     the official ActivityNet per-prediction loop (compute_average_precision_detection,
             transcribed with pandas replaced by lists, so faster than the real one).
-Both columns report max |AP difference| to ours (0 is expected for "simple"; "anet" may differ
-where its unstable tie-breaking does).
+Both report max |AP difference| to ours: ~1e-15 for "simple" (Python's sequential sum against
+NumPy's pairwise one); for "anet", 0 unless its unstable tie-breaking (equal tIoUs here, from the
+rounded segments) happens to order a tie differently.
 """
 
 import json

@@ -8,6 +8,7 @@ ActivityNet videos are short in snippets (median ~100), hence fewer snippets per
 smaller top-k ratio and the ActivityNet tIoU thresholds 0.50:0.05:0.95.
 """
 import ml_collections
+import numpy as np
 
 from configs import thumos
 
@@ -26,6 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.num_train_steps = 10000
   c.eval_every_steps = 1000
   c.checkpoint_every_steps = 1000
-  c.evaluation.tiou_thresholds = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
+  # np.linspace values, exactly the ActivityNet code's (its '0.9' is 0.8999999999999999)
+  c.evaluation.tiou_thresholds = tuple(float(t) for t in np.linspace(0.5, 0.95, 10))
   c.localization.scale = 8
   return c

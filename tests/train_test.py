@@ -253,3 +253,24 @@ def test_bad_config_key_is_one_clear_line(tmp_path):
   assert 'num_unit' in proc.stderr
   assert 'Traceback' not in proc.stderr
   assert not os.listdir(tmp_path)
+
+
+def test_evaluate_checkpoint_reproduces_the_training_numbers(uninterrupted):
+  config, workdir, summary = uninterrupted
+  latest = train_loop.evaluate_checkpoint(config, workdir)
+  assert latest['map'] == summary['map'] and latest['step'] == 4  # exactly, not approximately
+  with open(os.path.join(workdir, 'eval_step_4', 'results.json'), encoding='utf-8') as f:
+    assert json.load(f)['average_map'] == summary['average_map']
+  best = train_loop.evaluate_checkpoint(config, workdir, best=True)
+  assert best['average_map'] == summary['best_by_test_map']['average_map']
+
+
+def test_evaluate_cli_errors_are_one_line(tmp_path):
+  for args, expected in [
+      ([f'--workdir={tmp_path}'], 'needs both --config and --workdir'),
+      (['--config=configs/synthetic.py', f'--workdir={tmp_path}'], 'no checkpoints/'),
+  ]:
+    proc = subprocess.run([sys.executable, 'evaluate.py', *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env=_worker_env(1))
+    assert proc.returncode != 0 and expected in proc.stderr, proc.stderr
+    assert 'Traceback' not in proc.stderr

@@ -20,7 +20,6 @@ Layout: tensors are [B, T, ...] like the JAX code (a WTAL codebase permutes to [
 Conv1d only, as here). Numerics follow the JAX code term for term (the same safe norm and
 epsilons), so the two agree to float32 rounding.
 """
-import functools
 import math
 from typing import Any, Dict, Mapping, Tuple
 
@@ -458,8 +457,3 @@ def from_flax(config: Any, num_classes: int, variables: Mapping[str, Any],
   model.load_state_dict(state_dict_from_flax(variables), strict=True)
   return model.to(device)
 
-
-__all__ = ['AUMN', 'MILNet', 'create_model', 'total_loss', 'make_optimizer', 'train_step',
-           'eval_step', 'forward_loss', 'compile_train_step', 'state_dict_from_flax',
-           'flax_from_state_dict', 'from_flax']
-del functools

@@ -158,17 +158,23 @@ def test_ablation_configs_train(tiny_data_dir, overrides):
 
 
 @pytest.mark.slow
-def test_loss_falls_on_synthetic_data(tiny_data_dir, tmp_path):
+def test_training_lowers_the_loss_and_raises_map(tiny_data_dir, tmp_path):
+  """A short training run beats the untrained model on the test split (both measured here)."""
   config = conftest.tiny_config(tiny_data_dir)
+  config.num_train_steps = 0
+  untrained = train_loop.train_and_evaluate(config, str(tmp_path / 'untrained'))
   config.num_train_steps = 60
   config.eval_every_steps = 60
   config.checkpoint_every_steps = 60
   config.log_every_steps = 10
   config.model.dim = 64
   config.optim.learning_rate = 1e-3
-  train_loop.train_and_evaluate(config, str(tmp_path))
-  lines = [l for l in _read_jsonl(str(tmp_path / 'metrics.jsonl')) if 'loss_cls' in l]
+  trained = train_loop.train_and_evaluate(config, str(tmp_path / 'trained'))
+  lines = [l for l in _read_jsonl(str(tmp_path / 'trained' / 'metrics.jsonl')) if 'loss_cls' in l]
   assert lines[-1]['loss_cls'] < 0.8 * lines[0]['loss_cls'], [l['loss_cls'] for l in lines]
+  # Measured: 2.1 % untrained -> 11.4 % after 60 steps (CPU runs are deterministic).
+  before, after = untrained['average_map'], trained['average_map']
+  assert after > max(3 * before, before + 0.05), (before, after)
 
 
 _WORKER = textwrap.dedent('''

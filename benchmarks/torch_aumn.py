@@ -364,11 +364,9 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
   return metrics
 
 
-@torch.no_grad()
-def eval_step(model: nn.Module, features: torch.Tensor, mask: torch.Tensor
-              ) -> Dict[str, torch.Tensor]:
+def eval_outputs(model: nn.Module, features: torch.Tensor, mask: torch.Tensor
+                 ) -> Dict[str, torch.Tensor]:
   """What train_step.eval_step returns: softmaxed suppressed CAS and video scores, fg."""
-  model.eval()
   out = model(features, mask)
   result = {'cas_probs': torch.softmax(out['cas_supp'], -1),
             'video_probs': torch.softmax(out['video_logits_supp'], -1),
@@ -379,13 +377,26 @@ def eval_step(model: nn.Module, features: torch.Tensor, mask: torch.Tensor
   return result
 
 
+@torch.no_grad()
+def eval_step(model: nn.Module, features: torch.Tensor, mask: torch.Tensor,
+              outputs_fn=eval_outputs) -> Dict[str, torch.Tensor]:
+  """Inference: the stored bank, no update, no autograd (outputs_fn may be compiled)."""
+  model.eval()
+  return outputs_fn(model, features, mask)
+
+
 def compile_train_step(**compile_kwargs):
   """forward_loss under torch.compile (forward + backward graphs); the optimizer stays eager.
 
-  Use as train_step(model, opt, batch, cfg, loss_fn=compile_train_step()). One compiled
-  function per model instance (dynamo guards on the module).
+  Use as train_step(model, opt, batch, cfg, loss_fn=compile_train_step()); likewise
+  eval_step(model, x, mask, outputs_fn=compile_eval_step()). Use one compiled function per
+  model instance (dynamo guards on the module).
   """
   return torch.compile(forward_loss, **compile_kwargs)
+
+
+def compile_eval_step(**compile_kwargs):
+  return torch.compile(eval_outputs, **compile_kwargs)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,272 @@
+"""benchmarks/torch_aumn.py computes what aumn_jax computes: the proof behind the benchmark.
+
+Same weights (transferred from Flax) and the same random masked batch give the same outputs,
+every loss term and diagnostic, the same gradient of every parameter and the same memory-bank
+update; N steps of the project's jitted train_step and of the PyTorch Adam step on the same
+batches end at the same params and bank. Dropout is off (rate 0) so both are deterministic.
+
+Tolerance: a norm-relative error per tensor, |a - b|_2 / |b|_2 <= 1e-4 (float32). Per tensor,
+because an elementwise relative error is meaningless at the near-zero entries every gradient
+has; 1e-4 is ~1000 float32 ulps: room for the two libraries' different reduction orders and
+the 1/tau_u = 100 amplification of cosine rounding inside the unit softmax, while a formula
+difference (e.g. a missing centring, below) is off by orders of magnitude more. Measured on
+this machine: outputs, losses and gradients <= 3e-5, params after 5 steps ~2e-7.
+
+The PyTorch tests are skipped when torch is not installed (it is an optional dependency:
+pip install -r requirements-torch.txt).
+"""
+import functools
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import conftest
+from aumn_jax import losses
+from aumn_jax import models
+from aumn_jax import parallel
+from aumn_jax import train_step
+from configs import thumos
+
+try:
+  import torch  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_aumn  # pylint: disable=g-import-not-at-top
+except ImportError:  # optional dependency
+  torch = torch_aumn = None
+
+requires_torch = pytest.mark.skipif(
+    torch is None, reason='PyTorch is not installed (optional: pip install -r '
+    'requirements-torch.txt); the JAX/PyTorch parity tests need it')
+
+B, T, F, C = 4, 32, 12, 5
+TOL = 1e-4
+# Adam divides by sqrt(v): where a gradient entry is tiny, rounding differences are amplified
+# into the update itself, so the N-step parameter *changes* get a looser bound than the params.
+STEP_DELTA_TOL = 1e-3
+NUM_STEPS = 5
+
+# (head, center_features, tau_u): the configs/thumos.py memory, SPEC's literal one, BaS-Net.
+DEFAULT = ('aumn', True, 0.01)
+SPEC_LITERAL = ('aumn', False, 0.1)
+BASELINE = ('mil', False, 0.01)
+
+
+def _config(head, center, tau_u):
+  c = thumos.get_config()
+  c.model.head = head
+  c.model.dim = 16
+  c.model.num_units = 4
+  c.model.topk_ratio = 4
+  c.model.center_features = center
+  c.model.tau_u = tau_u
+  c.model.dropout = 0.0
+  c.memory.momentum = 0.5          # large, so the bank's move is far above rounding
+  c.data.feature_dim = F
+  c.data.max_snippets = T
+  c.optim.learning_rate = 1e-3     # params move visibly in a few steps
+  return c
+
+
+def _batch(seed):
+  """Non-negative features, ragged masks (one 1-snippet video), garbage in padding."""
+  rng = np.random.default_rng(seed)
+  x = np.maximum(rng.normal(size=(B, T, F)), 0).astype(np.float32)
+  mask = np.zeros((B, T), np.float32)
+  for b, n in enumerate([T, rng.integers(8, T), rng.integers(2, 8), 1]):
+    mask[b, :n] = 1
+  x[1, 2:4] = 0.0                  # all-zero snippets: the safe norm at exactly 0
+  x = np.where(mask[..., None] > 0, x, np.float32(1e3))
+  labels = (rng.random((B, C)) < 0.3).astype(np.float32)
+  labels[np.arange(B), rng.integers(0, C, B)] = 1.0
+  return {'features': x, 'mask': mask, 'labels': labels}
+
+
+def _rel(got, want):
+  got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+  scale = np.linalg.norm(want)
+  return np.linalg.norm(got - want) / (scale if scale > 0 else 1.0)
+
+
+def _torch(batch):
+  return {k: torch.from_numpy(np.asarray(v)) for k, v in batch.items()}
+
+
+@functools.lru_cache(maxsize=None)
+def _initial_state(head):
+  """The project's own initial TrainState (params, bank, Adam state) on one device."""
+  config = _config(head, True, 0.01)      # centring and tau_u change no variable
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  return train_step.init_state(config, C, mesh), mesh
+
+
+@functools.lru_cache(maxsize=None)
+def _jax_variables(head):
+  state, _ = _initial_state(head)
+  variables = jax.device_get({'params': state.params, 'memory': state.memory})
+  if head == 'mil':
+    del variables['memory']
+  return variables
+
+
+@functools.lru_cache(maxsize=None)
+def _jax_results(variant):
+  """JAX training forward + loss + grads + moved bank, and the eval forward (one compile)."""
+  config = _config(*variant)
+  model = models.create_model(config, C)
+  variables = _jax_variables(variant[0])
+
+  def loss_fn(params, batch):
+    out, new_vars = model.apply({**variables, 'params': params}, batch['features'],
+                                batch['mask'], train=True, mutable=['memory'])
+    loss, aux = losses.total_loss(out, batch, config.loss)
+    return loss, (aux, out, new_vars)
+
+  @jax.jit
+  def run(params, batch):
+    (loss, (aux, out, new_vars)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, batch)
+    eval_out = model.apply({**variables, 'params': params}, batch['features'], batch['mask'],
+                           train=False)
+    return loss, aux, out, new_vars, grads, eval_out
+
+  return jax.device_get(run(variables['params'], _batch(0)))
+
+
+@functools.lru_cache(maxsize=None)
+def _torch_results(variant, **overrides):
+  config = _config(*variant)
+  model = torch_aumn.from_flax(config, C, _jax_variables(variant[0]))
+  for k, v in overrides.items():
+    setattr(model, k, v)
+  batch = _torch(_batch(0))
+  model.eval()
+  with torch.no_grad():
+    eval_out = model(batch['features'], batch['mask'])
+  model.train()
+  out = model(batch['features'], batch['mask'])
+  loss, aux = torch_aumn.total_loss(out, batch['labels'], batch['mask'], config.loss)
+  loss.backward()
+  grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+  return model, loss, aux, out, grads, eval_out
+
+
+def _flax_tree_of(state_dict_like):
+  return torch_aumn.flax_from_state_dict(state_dict_like)
+
+
+def test_package_never_imports_torch():
+  """The main package stays PyTorch-free: torch is only the benchmark's optional baseline."""
+  pkg = os.path.join(conftest.REPO, 'aumn_jax')
+  for name in sorted(os.listdir(pkg)):
+    if name.endswith('.py'):
+      with open(os.path.join(pkg, name), encoding='utf-8') as f:
+        assert not re.search(r'^\s*(import|from)\s+torch\b', f.read(), re.M), name
+
+
+@requires_torch
+@pytest.mark.parametrize('head', ['aumn', 'mil'])
+def test_weight_transfer_round_trips_exactly(head):
+  variables = _jax_variables(head)
+  model = torch_aumn.from_flax(_config(head, True, 0.01), C, variables)
+  back = torch_aumn.flax_from_state_dict(model.state_dict())
+  assert jax.tree.structure(back) == jax.tree.structure(variables)
+  for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(variables),
+                               jax.tree.leaves(back)):
+    np.testing.assert_array_equal(got, want, err_msg=jax.tree_util.keystr(path))
+  # And the other way: a PyTorch-initialised model survives Flax and back.
+  fresh = torch_aumn.create_model(_config(head, True, 0.01), C)
+  again = torch_aumn.state_dict_from_flax(torch_aumn.flax_from_state_dict(fresh.state_dict()))
+  assert set(again) == set(fresh.state_dict())
+  for k, v in fresh.state_dict().items():
+    assert torch.equal(again[k], v), k
+
+
+@requires_torch
+@pytest.mark.parametrize('variant', [DEFAULT, SPEC_LITERAL, BASELINE])
+def test_outputs_match(variant):
+  _, _, out, _, _, eval_out = _jax_results(variant)
+  _, _, _, t_out, _, t_eval = _torch_results(variant)
+  assert set(t_out) == set(out) and set(t_eval) == set(eval_out)
+  for k in out:
+    assert _rel(t_out[k].detach(), out[k]) <= TOL, k
+    assert _rel(t_eval[k], eval_out[k]) <= TOL, f'eval {k}'
+
+
+@requires_torch
+@pytest.mark.parametrize('variant', [DEFAULT, SPEC_LITERAL, BASELINE])
+def test_each_loss_term_and_diagnostic_matches(variant):
+  loss, aux, _, _, _, _ = _jax_results(variant)
+  _, t_loss, t_aux, _, _, _ = _torch_results(variant)
+  assert set(t_aux) == set(aux)
+  assert _rel(t_loss.item(), loss) <= TOL
+  for k in aux:
+    assert _rel(t_aux[k].item(), aux[k]) <= TOL, k
+  if variant[0] == 'aumn':
+    assert all(float(aux[k]) != 0 for k in ('loss_div', 'loss_hom', 'loss_sp'))
+
+
+@requires_torch
+@pytest.mark.parametrize('variant', [DEFAULT, SPEC_LITERAL, BASELINE])
+def test_gradient_of_every_parameter_matches(variant):
+  _, _, _, _, grads, _ = _jax_results(variant)
+  _, _, _, _, t_grads, _ = _torch_results(variant)
+  t_tree = _flax_tree_of({**t_grads, 'bank': torch.zeros(1)})['params']
+  assert jax.tree.structure(t_tree) == jax.tree.structure(grads)
+  for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(grads),
+                               jax.tree.leaves(t_tree)):
+    assert np.any(want != 0), jax.tree_util.keystr(path)
+    assert _rel(got, want) <= TOL, jax.tree_util.keystr(path)
+
+
+@requires_torch
+@pytest.mark.parametrize('variant', [DEFAULT, SPEC_LITERAL])
+def test_memory_bank_update_matches(variant):
+  bank0 = _jax_variables('aumn')['memory']['bank']
+  _, _, _, new_vars, _, _ = _jax_results(variant)
+  model = _torch_results(variant)[0]
+  want = new_vars['memory']['bank']
+  assert np.max(np.abs(want - bank0)) > 1e-2               # the bank did move
+  assert _rel(model.bank, want) <= TOL
+  assert _rel(model.bank.numpy() - bank0, want - bank0) <= TOL
+
+
+@requires_torch
+def test_a_formula_difference_is_caught():
+  """Negative control: the same weights without the centring are far outside the tolerance."""
+  _, _, out, _, _, _ = _jax_results(DEFAULT)
+  _, _, _, t_out, _, _ = _torch_results(DEFAULT, center_features=False)
+  assert _rel(t_out['cas'].detach(), out['cas']) > 100 * TOL
+
+
+@requires_torch
+@pytest.mark.parametrize('variant', [DEFAULT, BASELINE])
+def test_n_optimizer_steps_end_at_the_same_params_and_bank(variant):
+  """The project's jitted train_step (Adam + L2) vs torch.optim.Adam(weight_decay), N steps."""
+  config = _config(*variant)
+  start = _jax_variables(variant[0])
+  state, mesh = _initial_state(variant[0])
+  state = jax.tree.map(jnp.copy, state)   # the step donates its state; keep the cached one
+  model = torch_aumn.from_flax(config, C, start)
+  optimizer = torch_aumn.make_optimizer(model, config.optim)
+  step_fn, _ = train_step.jit_steps(config, mesh)
+  for i in range(NUM_STEPS):
+    batch = _batch(100 + i)
+    state, metrics = step_fn(state, parallel.to_global(batch, mesh), jax.random.PRNGKey(0))
+    t_metrics = torch_aumn.train_step(model, optimizer, _torch(batch), config.loss)
+    assert set(t_metrics) == set(metrics)
+    for k in ('loss', 'grad_norm'):
+      assert _rel(t_metrics[k].item(), metrics[k]) <= TOL, (i, k)
+  final = jax.device_get({'params': state.params, 'memory': state.memory})
+  if variant[0] == 'mil':
+    del final['memory']
+  t_final = torch_aumn.flax_from_state_dict(model.state_dict())
+  assert jax.tree.structure(t_final) == jax.tree.structure(final)
+  for (path, want), got, initial in zip(jax.tree_util.tree_leaves_with_path(final),
+                                        jax.tree.leaves(t_final), jax.tree.leaves(start)):
+    name = jax.tree_util.keystr(path)
+    assert np.max(np.abs(want - initial)) > 1e-3, name     # every tensor moved
+    assert _rel(got, want) <= TOL, name
+    assert _rel(got - initial, want - initial) <= STEP_DELTA_TOL, name

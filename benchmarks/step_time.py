@@ -49,6 +49,7 @@ import math
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -72,7 +73,9 @@ from configs import thumos as thumos_config  # pylint: disable=g-import-not-at-t
 FLAGS = flags.FLAGS
 flags.DEFINE_enum('device', 'cpu', ['cpu', 'gpu'], 'Where both implementations run.')
 flags.DEFINE_list('configs', ['synthetic', 'thumos'], 'Configs to time (small to large).')
-flags.DEFINE_list('impls', ['jax', 'torch_eager', 'torch_compile'], 'Implementations.')
+flags.DEFINE_list('impls', ['jax', 'torch_eager', 'torch_compile'],
+                  'Implementations; also torch_eager_1thread (CPU: eager with one intra-op '
+                  'thread, to show the cost of OpenMP on a shared machine).')
 flags.DEFINE_integer('thumos_batch', None, 'Batch of the thumos config (default: 16 on gpu, '
                      '2 on cpu), the same for every implementation.')
 flags.DEFINE_integer('rounds', 5, 'Alternating rounds over the implementations.')
@@ -87,11 +90,15 @@ flags.DEFINE_string('markdown', None, 'Write/replace this run\'s section in this
 flags.DEFINE_string('markdown_section', None,
                     'Which section of --markdown to write or replace: cpu, gpu or another '
                     'lower-case name (default: --device).')
+flags.DEFINE_string('markdown_title', None, 'Heading of that section (default: CPU / GPU / '
+                    'the section name).')
 flags.DEFINE_string('probe', None, 'Internal: IMPL:CONFIG, measure peak RSS and print JSON.')
 flags.DEFINE_integer('seed', 0, 'Batch seed.')
+flags.DEFINE_bool('breakdown', False, 'Instead of the table: where the step time goes (the '
+                  'conv alone, the GEMM floor, XLA kernels vs PyTorch op calls, op profile).')
 
 NUM_CLASSES = 20
-IMPLS = ('jax', 'torch_eager', 'torch_compile')
+IMPLS = ('jax', 'torch_eager', 'torch_compile', 'torch_eager_1thread')
 # Datasheet dense peaks (TFLOP/s): (name pattern, TF32 tensor core, FP32), first match wins.
 GPU_PEAKS = (('H100 PCIe', 378.0, 51.2), ('H100 NVL', 417.5, 60.0), ('H100', 494.7, 66.9),
              ('H200', 494.7, 66.9), ('A100', 156.0, 19.5), ('L40S', 183.0, 91.6))
@@ -177,6 +184,11 @@ class JaxImpl:
     return {'train': _cost_flops(self.train_fn.lower(self.state, self.batch, self.rng)),
             'forward': _cost_flops(self.eval_fn.lower(self.state, self.eval_batch))}
 
+  def warm_up(self, n: int) -> None:
+    for _ in range(n):
+      self.step()
+      self.forward()
+
   def step(self) -> float:
     start = time.perf_counter()
     self.state, metrics = self.train_fn(self.state, self.batch, self.rng)
@@ -200,6 +212,7 @@ class TorchImpl:
     import torch  # pylint: disable=g-import-not-at-top
     from benchmarks import torch_aumn  # pylint: disable=g-import-not-at-top
     self.torch, self.lib, self.name, self.config = torch, torch_aumn, name, config
+    self.compile_note = None
     self.device = torch.device('cuda' if FLAGS.device == 'gpu' else 'cpu')
     if initial is not None:   # the JAX model's initial weights and bank
       self.model = torch_aumn.from_flax(config, NUM_CLASSES, initial, self.device)
@@ -207,29 +220,61 @@ class TorchImpl:
       self.model = torch_aumn.create_model(config, NUM_CLASSES).to(self.device)
     self.optimizer = torch_aumn.make_optimizer(self.model, config.optim)
     self.batch = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
-    compiled = name == 'torch_compile'
-    self.loss_fn = torch_aumn.compile_train_step() if compiled else torch_aumn.forward_loss
-    self.eval_fn = torch_aumn.compile_eval_step() if compiled else torch_aumn.eval_outputs
+    self.compile_mode = None
+    if name == 'torch_compile':
+      self._compile(dynamic=False)   # static shapes, like jit: one graph per config
+    else:
+      self.loss_fn, self.eval_fn = torch_aumn.forward_loss, torch_aumn.eval_outputs
+
+  def _compile(self, dynamic):
+    self.torch._dynamo.reset()   # each config compiles afresh, as in a process of its own
+    self.compile_mode = 'dynamic' if dynamic else 'static'
+    self.loss_fn = self.lib.compile_train_step(dynamic=dynamic)
+    self.eval_fn = self.lib.compile_eval_step(dynamic=dynamic)
+
+  def warm_up(self, n: int) -> None:
+    """n steps and forwards; compilation happens here (dynamic shapes if static fails)."""
+    try:
+      for _ in range(n):
+        self.step()
+        self.forward()
+    except Exception as e:  # pylint: disable=broad-except
+      if self.compile_mode != 'static':
+        raise
+      # Seen with torch 2.13 on CPU at the thumos shape: inductor's C++ codegen fails on the
+      # static-shape graph (InductorError: KeyError 'bufNN') but compiles the dynamic one.
+      msg = ' '.join(str(e).split())
+      self.compile_note = f'static-shape compile failed ({type(e).__name__}: {msg}'[:160] + ')'
+      print(f'  {self.name}: {self.compile_note}; retrying with dynamic=True', flush=True)
+      self._compile(dynamic=True)
+      for _ in range(n):
+        self.step()
+        self.forward()
 
   def _sync(self):
     if self.device.type == 'cuda':
       self.torch.cuda.synchronize(self.device)
 
+  def _timed(self, fn) -> float:
+    threads = self.torch.get_num_threads()
+    if self.name == 'torch_eager_1thread':
+      self.torch.set_num_threads(1)
+    try:
+      self._sync()
+      start = time.perf_counter()
+      fn()
+      self._sync()
+      return time.perf_counter() - start
+    finally:
+      self.torch.set_num_threads(threads)
+
   def step(self) -> float:
-    self._sync()
-    start = time.perf_counter()
-    self.lib.train_step(self.model, self.optimizer, self.batch, self.config.loss,
-                        loss_fn=self.loss_fn)
-    self._sync()
-    return time.perf_counter() - start
+    return self._timed(lambda: self.lib.train_step(
+        self.model, self.optimizer, self.batch, self.config.loss, loss_fn=self.loss_fn))
 
   def forward(self) -> float:
-    self._sync()
-    start = time.perf_counter()
-    self.lib.eval_step(self.model, self.batch['features'], self.batch['mask'],
-                       outputs_fn=self.eval_fn)
-    self._sync()
-    return time.perf_counter() - start
+    return self._timed(lambda: self.lib.eval_step(
+        self.model, self.batch['features'], self.batch['mask'], outputs_fn=self.eval_fn))
 
   def resident_bytes(self) -> int:
     """Bytes this implementation keeps between steps: params, grads, bank, Adam state, batch."""
@@ -273,8 +318,7 @@ def run_probe(spec: str) -> None:
     del batch       # the device copy is what the step uses
   else:
     impl = TorchImpl(impl_name, config, batch)
-  for _ in range(FLAGS.warmup):
-    impl.step()
+  impl.warm_up(FLAGS.warmup)
   try:   # hand freed compile-time memory back and restart the high-water mark
     ctypes.CDLL('libc.so.6').malloc_trim(0)
     with open('/proc/self/clear_refs', 'w', encoding='ascii') as f:
@@ -316,20 +360,19 @@ def bench_config(name: str) -> List[Dict[str, Any]]:
   if 'jax' in FLAGS.impls:
     impls['jax'] = JaxImpl(config, batch)
     initial = impls['jax'].initial
-  for impl_name in ('torch_eager', 'torch_compile'):
+  for impl_name in IMPLS[1:]:
     if impl_name in FLAGS.impls:
       impls[impl_name] = TorchImpl(impl_name, config, batch, initial)
   del batch
 
   for impl in impls.values():
     start = time.perf_counter()
-    for _ in range(FLAGS.warmup):
-      impl.step()
-      impl.forward()
+    impl.warm_up(FLAGS.warmup)
     print(f'  warm-up {impl.name}: {time.perf_counter() - start:.1f} s '
           '(compilation included)', flush=True)
 
   names = list(impls)
+  load_before = os.getloadavg()[0]
   steps = {n: [] for n in names}
   forwards = {n: [] for n in names}
   round_medians = {n: [] for n in names}
@@ -344,6 +387,7 @@ def bench_config(name: str) -> List[Dict[str, Any]]:
     print(f'  round {r + 1}/{FLAGS.rounds}: ' + ', '.join(
         f'{n} {round_medians[n][-1]:.3f} s' for n in names), flush=True)
 
+  load = (load_before, os.getloadavg()[0])   # the machine may be shared: say how busy it was
   flops_xla = impls['jax'].flops() if 'jax' in impls else None
   flops_ana = analytic_flops(config) if config.model.head == 'aumn' else None
   flops = flops_xla or flops_ana
@@ -365,8 +409,12 @@ def bench_config(name: str) -> List[Dict[str, Any]]:
            'forward_median_s': float(np.median(forwards[n])),
            'forward_min_s': float(np.min(forwards[n])),
            'forward_max_s': float(np.max(forwards[n])),
-           'peak_mem_mb': mem, 'steps_timed': len(steps[n]),
+           'peak_mem_mb': mem, 'steps_timed': len(steps[n]), 'loadavg_1min': load,
            'step_round_medians_s': round_medians[n]}
+    if getattr(impls[n], 'compile_mode', None):
+      row['compile_mode'] = impls[n].compile_mode
+      if impls[n].compile_note:
+        row['compile_note'] = impls[n].compile_note
     if flops:
       row['train_flops'] = flops['train']
       row['train_tflops_per_s'] = flops['train'] / med / 1e12
@@ -382,6 +430,170 @@ def bench_config(name: str) -> List[Dict[str, Any]]:
       row['jax_forward_speedup'] = row['forward_median_s'] / float(np.median(forwards['jax']))
     rows.append(row)
   return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# --breakdown: where the time goes.
+
+def _times(fn, n):
+  times = []
+  for _ in range(n):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return times
+
+
+def _torch_op_profile(impl) -> Dict[str, Any]:
+  """Self time of one eager train step by op family, from torch.profiler."""
+  from torch.profiler import profile, ProfilerActivity  # pylint: disable=g-import-not-at-top
+  with profile(activities=[ProfilerActivity.CPU]) as prof:
+    impl.step()
+  families = {'conv (mkldnn fwd + backward)': ('convolution',),
+              'matmul (mm, bmm, addmm)': ('::mm', '::bmm', '::addmm'),
+              'sort / top-k': ('sort',),
+              'Adam update (foreach / in-place)': ('_foreach', 'addcmul_', 'addcdiv_', 'lerp_',
+                                                   'sqrt', 'mul_', 'add_')}
+  totals, calls, total = {}, 0, 0.0
+  for ev in prof.key_averages():
+    if not ev.key.startswith('aten::'):
+      continue
+    calls += ev.count
+    total += ev.self_cpu_time_total
+    fam = next((f for f, keys in families.items() if any(k in ev.key for k in keys)),
+               'elementwise / reductions / copies (the rest)')
+    totals[fam] = totals.get(fam, 0.0) + ev.self_cpu_time_total
+  return {'aten_calls': calls, 'self_s': total / 1e6,
+          'families_s': {k: v / 1e6 for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}}
+
+
+def _xla_kernel_counts(jax_impl) -> Dict[str, int]:
+  """Top-level ops of the compiled (optimised) JAX train step: what XLA actually runs."""
+  text = jax_impl.train_fn.lower(jax_impl.state, jax_impl.batch, jax_impl.rng).compile().as_text()
+  entry = text[text.rindex('ENTRY'):]
+  ops = re.findall(r'=\s*\S+\s+([a-z\-]+)\(', entry)
+  counts = {}
+  for op in ops:
+    counts[op] = counts.get(op, 0) + 1
+  return counts
+
+
+def breakdown_config(name: str) -> Dict[str, Any]:
+  """Alternates: JAX step, PyTorch eager step, the embedding conv alone (forward + weight
+  gradient, what the step needs of it) in both, and a GEMM of the conv's size in both (the
+  floor any implementation has to pay). Then XLA's kernel count and PyTorch's op profile."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  config = make_config(name)
+  batch = make_batch(config, FLAGS.seed)
+  b, t, f = batch['features'].shape
+  d = config.model.dim
+  jax_impl = JaxImpl(config, batch)
+  torch_impl = TorchImpl('torch_eager', config, batch, jax_impl.initial)
+
+  x = jax_impl.batch['features']
+  # A random output gradient, passed as an argument: XLA would simplify a constant one.
+  g_np = np.random.default_rng(2).normal(size=(b, t, d)).astype(np.float32)
+  g = jax.device_put(g_np, x.sharding)
+  conv = nn.Conv(d, kernel_size=(3,), padding='SAME')
+  conv_params = conv.init(jax.random.PRNGKey(0), x[:1])
+  # value_and_grad: the forward too (grad alone lets XLA drop it: the loss is linear in it).
+  jax_conv = jax.jit(jax.value_and_grad(lambda p, xx, gg: jnp.sum(conv.apply(p, xx) * gg)))
+  t_conv = torch.nn.Conv1d(f, d, 3, padding=1).to(torch_impl.device)
+  tx, tg = torch_impl.batch['features'], torch.from_numpy(g_np).to(torch_impl.device)
+
+  def torch_conv():
+    t_conv.zero_grad(set_to_none=True)
+    (t_conv(tx.transpose(1, 2)).transpose(1, 2) * tg).sum().backward()
+    torch_impl._sync()  # pylint: disable=protected-access
+
+  rng = np.random.default_rng(1)
+  lhs = rng.normal(size=(b * t, 3 * f)).astype(np.float32)
+  rhs = rng.normal(size=(3 * f, d)).astype(np.float32)
+  j_lhs, j_rhs = jnp.asarray(lhs), jnp.asarray(rhs)
+  t_lhs = torch.from_numpy(lhs).to(torch_impl.device)
+  t_rhs = torch.from_numpy(rhs).to(torch_impl.device)
+  jax_dot = jax.jit(jnp.dot)
+
+  def torch_gemm():
+    torch.mm(t_lhs, t_rhs)
+    torch_impl._sync()  # pylint: disable=protected-access
+
+  torch_1thread = TorchImpl('torch_eager_1thread', config, batch, jax_impl.initial)
+  parts = {
+      'jax step': jax_impl.step,
+      'torch_eager step': torch_impl.step,
+      'torch_eager step, 1 thread': torch_1thread.step,
+      'jax conv fwd+wgrad': lambda: jax.block_until_ready(jax_conv(conv_params, x, g)),
+      'torch conv fwd+wgrad': torch_conv,
+      'jax GEMM': lambda: jax_dot(j_lhs, j_rhs).block_until_ready(),
+      'torch GEMM': torch_gemm,
+  }
+  for fn in parts.values():
+    for _ in range(FLAGS.warmup):
+      fn()
+  samples = {k: [] for k in parts}
+  for _ in range(FLAGS.rounds):
+    for k, fn in parts.items():
+      samples[k] += _times(fn, FLAGS.steps)
+  med = {k: float(np.median(v)) for k, v in samples.items()}
+  gemm_flops = 2.0 * b * t * 3 * f * d
+  flops = jax_impl.flops()['train']
+  return {'config': name, 'shape': f'{b}x{t}x{f}, D={d}, L={config.model.num_units}',
+          'median_s': med, 'train_flops': flops, 'conv_flops_fwd_wgrad': 2 * gemm_flops,
+          'gemm_gflops_per_s': {k: gemm_flops / med[f'{k} GEMM'] / 1e9 for k in ('jax', 'torch')},
+          'xla_kernels': _xla_kernel_counts(jax_impl), 'torch_profile': _torch_op_profile(torch_impl)}
+
+
+def breakdown_markdown(results, device, command) -> str:
+  date = datetime.date.today().isoformat()
+  title = FLAGS.markdown_title or f'Where the time goes ({device["summary"]}, {date})'
+  out = [f'### {title}', '', '```bash', command,
+         '```', '']
+  for r in results:
+    m = r['median_s']
+    floor = r['train_flops'] / (1e9 * max(r['gemm_gflops_per_s'].values()))
+    out += [f'**{r["config"]}** ({r["shape"]}; train step {r["train_flops"]:.3g} FLOPs, of '
+            f'which the embedding conv (forward + weight gradient) {r["conv_flops_fwd_wgrad"]:.3g}'
+            f' = {100 * r["conv_flops_fwd_wgrad"] / r["train_flops"]:.0f} %):', '',
+            '| | JAX (XLA) | PyTorch eager |', '| --- | --- | --- |',
+            f'| train step, median s | {m["jax step"]:.3f} | {m["torch_eager step"]:.3f} '
+            f'({m["torch_eager step, 1 thread"]:.3f} with 1 thread) |',
+            f'| conv forward + weight gradient alone, s | {m["jax conv fwd+wgrad"]:.3f} | '
+            f'{m["torch conv fwd+wgrad"]:.3f} |',
+            f'| rest of the step (difference), s | {m["jax step"] - m["jax conv fwd+wgrad"]:.3f}'
+            f' | {m["torch_eager step"] - m["torch conv fwd+wgrad"]:.3f} |',
+            f'| GEMM of the conv\'s size [{r["shape"].split(",")[0]} → (B·T)×3F @ 3F×D], GFLOP/s '
+            f'| {r["gemm_gflops_per_s"]["jax"]:.0f} | {r["gemm_gflops_per_s"]["torch"]:.0f} |',
+            f'| kernels / op calls per step | {sum(r["xla_kernels"].values())} XLA ops '
+            f'({r["xla_kernels"].get("fusion", 0)} fusions, '
+            f'{r["xla_kernels"].get("convolution", 0)} convolutions, '
+            f'{r["xla_kernels"].get("dot", 0)} dots, '
+            f'{r["xla_kernels"].get("custom-call", 0)} custom calls) | '
+            f'{r["torch_profile"]["aten_calls"]} aten calls |', '',
+            f'Floor: all the step\'s FLOPs at the best GEMM rate measured here = {floor:.3f} s. '
+            f'Load average {r["loadavg_1min"][0]:.1f} → {r["loadavg_1min"][1]:.1f}. '
+            'PyTorch eager self time by op family (profiler, one step): ' + ', '.join(
+                f'{k} {v:.3f} s' for k, v in r['torch_profile']['families_s'].items()) + '.', '']
+  return '\n'.join(out)
+
+
+def run_breakdown(device, command) -> None:
+  results = []
+  for name in FLAGS.configs:
+    load_before = os.getloadavg()[0]
+    results.append(breakdown_config(name))
+    results[-1]['loadavg_1min'] = (load_before, os.getloadavg()[0])
+  text = breakdown_markdown(results, device, command)
+  print('\n' + text)
+  if FLAGS.json:
+    with open(FLAGS.json, 'w', encoding='utf-8') as f:
+      json.dump({'device': device['summary'], 'command': command, 'breakdown': results}, f,
+                indent=1)
+  if FLAGS.markdown:
+    section = FLAGS.markdown_section or f'{FLAGS.device}_profile'
+    write_markdown(FLAGS.markdown, section, text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,19 +659,27 @@ def table(rows, device) -> str:
 
 def markdown_section(section: str, rows, device, command: str) -> str:
   date = datetime.date.today().isoformat()
-  title = {'cpu': 'CPU', 'gpu': 'GPU'}.get(section, section)
+  title = FLAGS.markdown_title or {'cpu': 'CPU', 'gpu': 'GPU'}.get(section, section)
   out = [f'## {title}', '', f'Measured {date} on {device["summary"]} with jax '
          f'{device["jax"]}' + (f', torch {device["torch"]}' if 'torch' in device else '')
          + (f' ({device["torch_threads"]} torch threads)' if section == 'cpu' else '') + '.',
          '', '```bash', command, '```', '', table(rows, device), '']
   shapes = sorted({(r['config'], r['shape']) for r in rows})
   out.append('Shapes (B×T×F): ' + '; '.join(f'{c}: {s}' for c, s in shapes) + '.')
+  loads = {r['config']: r['loadavg_1min'] for r in rows}
+  out.append('1-minute load average before → after the timed rounds (other jobs on the machine '
+             'count here): ' + '; '.join(f'{c}: {a:.1f} → {b:.1f}' for c, (a, b) in loads.items())
+             + '.')
   flops = {r['config']: r for r in rows if 'train_flops' in r}
   if flops:
     out.append('Train-step FLOPs (XLA cost analysis of the JAX step; analytic matmul count in '
                'brackets): ' + '; '.join(
                    f'{c}: {r["train_flops"]:.3g} ({r.get("train_flops_analytic", float("nan")):.3g})'
                    for c, r in flops.items()) + '.')
+  for r in rows:
+    if r.get('compile_mode'):
+      out.append(f'{r["impl"]} on {r["config"]}: {r["compile_mode"]} shapes'
+                 + (f' — {r["compile_note"]}' if r.get('compile_note') else '') + '.')
   if section == 'gpu' and 'peak_tf32_tflops' in device:
     out.append(f'Peak used for "% of peak": datasheet dense '
                f'{"TF32 tensor-core" if device["precision"] == "tf32" else "FP32"} '
@@ -511,8 +731,11 @@ def main(argv):
     run_probe(FLAGS.probe)
     return
   device = describe_device()
-  command = 'python -m benchmarks.step_time ' + ' '.join(sys.argv[1:])
+  command = 'python -m benchmarks.step_time ' + ' '.join(shlex.quote(a) for a in sys.argv[1:])
   print(f'{device["summary"]}; jax {device["jax"]}, torch {device.get("torch", "absent")}')
+  if FLAGS.breakdown:
+    run_breakdown(device, command)
+    return
   rows = []
   for name in FLAGS.configs:
     rows += bench_config(name)

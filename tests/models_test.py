@@ -7,6 +7,7 @@ import functools
 
 import flax
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -248,3 +249,29 @@ def test_training_without_mutable_memory_is_an_error():
   x, mask, _ = _batch()
   with pytest.raises(flax.errors.ModifyScopeVariableError):
     jax.jit(lambda v: model.apply(v, x, mask, train=True))(variables)
+
+
+def test_embedding_conv_and_gemm_formulations_agree():
+  """Both exact formulations of the k=3 conv (picked per backend) give the same H and params."""
+  x = jax.random.uniform(jax.random.PRNGKey(1), (2, 9, 12))
+  mask = jnp.asarray([[1.0] * 9, [1.0] * 6 + [0.0] * 3])
+  conv = models.Embedding(8, 0.0, impl='conv')
+  gemm = models.Embedding(8, 0.0, impl='gemm')
+  variables = conv.init(jax.random.PRNGKey(0), x, mask, False)
+  assert jax.tree.map(jnp.shape, variables) == jax.tree.map(
+      jnp.shape, gemm.init(jax.random.PRNGKey(0), x, mask, False))
+  np.testing.assert_allclose(conv.apply(variables, x, mask, False),
+                             gemm.apply(variables, x, mask, False), atol=1e-5, rtol=1e-5)
+  # nn.Conv's layout, initialisation and result: checkpoints and the PyTorch transfer hold.
+
+  class NnConv(flax.linen.Module):
+    @flax.linen.compact
+    def __call__(self, x):
+      return flax.linen.Conv(8, kernel_size=(3,), padding='SAME', name='conv')(x)
+
+  reference = NnConv().init(jax.random.PRNGKey(0), x)
+  np.testing.assert_array_equal(variables['params']['conv']['kernel'],
+                                reference['params']['conv']['kernel'])
+  h = NnConv().apply(reference, x * mask[..., None])
+  np.testing.assert_allclose(conv.apply(variables, x, mask, False),
+                             jnp.maximum(h, 0) * mask[..., None], atol=1e-5, rtol=1e-5)

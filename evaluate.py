@@ -20,6 +20,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 from aumn_jax import evaluation
@@ -87,6 +88,8 @@ def evaluate_files() -> None:
 
 def evaluate_run() -> None:
   """--config/--workdir: restore a checkpoint, localize, export, print (imports JAX)."""
+  if not flags.FLAGS['verbosity'].present:  # orbax/tfds INFO chatter; --verbosity=0 shows it
+    logging.set_verbosity(logging.WARNING)
   from aumn_jax import parallel  # pylint: disable=g-import-not-at-top
   parallel.maybe_initialize_distributed()
   from aumn_jax import data  # pylint: disable=g-import-not-at-top

@@ -6,6 +6,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 from aumn_jax import parallel
@@ -33,6 +34,8 @@ def parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not flags.FLAGS['verbosity'].present:  # orbax/tfds INFO chatter; --verbosity=0 shows it
+    logging.set_verbosity(logging.WARNING)
   parallel.maybe_initialize_distributed()
   from aumn_jax import train_loop  # pylint: disable=g-import-not-at-top
   from aumn_jax import data  # pylint: disable=g-import-not-at-top

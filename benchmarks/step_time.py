@@ -574,8 +574,10 @@ def breakdown_markdown(results, device, command) -> str:
             f'{r["torch_profile"]["aten_calls"]} aten calls |', '',
             f'Floor: all the step\'s FLOPs at the best GEMM rate measured here = {floor:.3f} s. '
             f'Load average {r["loadavg_1min"][0]:.1f} → {r["loadavg_1min"][1]:.1f}. '
-            'PyTorch eager self time by op family (profiler, one step): ' + ', '.join(
-                f'{k} {v:.3f} s' for k, v in r['torch_profile']['families_s'].items()) + '.', '']
+            'PyTorch eager self time by op family (torch.profiler, one step, share of aten '
+            'self time): ' + ', '.join(
+                f'{k} {100 * v / r["torch_profile"]["self_s"]:.0f} %'
+                for k, v in r['torch_profile']['families_s'].items()) + '.', '']
   return '\n'.join(out)
 
 

@@ -72,13 +72,18 @@ DESCRIPTIONS = {
 AVERAGES = {'0.1:0.5': (0.1, 0.5), '0.3:0.7': (0.3, 0.7), '0.1:0.7': (0.1, 0.7)}
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list('seeds', ['0', '1', '2'], 'Run seeds (config.seed).')
-flags.DEFINE_integer('steps', 300, 'Training steps per run (evaluated once, at the end).')
-flags.DEFINE_list('variants', list(VARIANTS), f'Subset of {list(VARIANTS)}.')
-flags.DEFINE_string('workdir', '/tmp/aumn_ablation', 'One sub-directory per variant and seed.')
-flags.DEFINE_string('json', None, 'Write every run and the summary here.')
-flags.DEFINE_string('markdown', None, 'Write the markdown table here (e.g. docs/ablation.md).')
-flags.DEFINE_multi_string('set', [], 'KEY=VALUE config override applied to every variant.')
+
+
+def define_flags() -> None:
+  """The CLI's flags, defined only when run as a script: importing this module (tests do)
+  must not claim names such as --workdir that evaluate.py defines too."""
+  flags.DEFINE_list('seeds', ['0', '1', '2'], 'Run seeds (config.seed).')
+  flags.DEFINE_integer('steps', 300, 'Training steps per run (evaluated once, at the end).')
+  flags.DEFINE_list('variants', list(VARIANTS), f'Subset of {list(VARIANTS)}.')
+  flags.DEFINE_string('workdir', '/tmp/aumn_ablation', 'One sub-directory per variant and seed.')
+  flags.DEFINE_string('json', None, 'Write every run and the summary here.')
+  flags.DEFINE_string('markdown', None, 'Write the markdown table here (e.g. docs/ablation.md).')
+  flags.DEFINE_multi_string('set', [], 'KEY=VALUE config override applied to every variant.')
 
 
 def _parse_value(text: str) -> Any:
@@ -245,4 +250,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -2,14 +2,22 @@ r"""Train-step and inference time: the JAX step vs the PyTorch baseline, same co
 
   python -m benchmarks.step_time [--device cpu|gpu] [--configs synthetic,thumos]
       [--thumos_batch N] [--impls jax,torch_eager,torch_compile] [--rounds 5] [--steps 2]
-      [--json OUT.json] [--markdown BENCHMARKS.md --markdown_section cpu|gpu]
+      [--json OUT.json] [--markdown BENCHMARKS.md [--markdown_section cpu|gpu|NAME]]
+  python -m benchmarks.step_time --breakdown [...]   # where the time goes (see below)
 
 Implementations (one process, one batch, the same initial weights):
   jax            the project's own code: train_step.init_state + train_step.jit_steps on a
                  parallel.make_mesh over all local devices of --device (what train.py runs);
   torch_eager    benchmarks/torch_aumn.py: eager PyTorch, torch.optim.Adam(weight_decay);
   torch_compile  the same with forward + loss (and backward, through AOTAutograd) under
-                 torch.compile; the optimizer stays eager.
+                 torch.compile with static shapes (dynamic=True when the static compile fails,
+                 as inductor's CPU codegen does at the thumos shape; the row says so); the
+                 optimizer stays eager.
+  torch_eager_1thread  (opt-in) eager with one intra-op thread: on a shared CPU, OpenMP's
+                 per-op barrier waits can dominate the 2-thread eager step.
+  torch_eager_gemm     (opt-in) eager with the embedding conv as one GEMM over three shifted
+                 copies of X (torch_aumn conv_impl='gemm'), the formulation aumn_jax's
+                 Embedding uses on GPU: separates the conv algorithm from the framework.
 Parity of the three is tests/torch_parity_test.py. Dropout is on (config: 0.7) in all of them.
 
 Method: each implementation is warmed up (--warmup steps: compilation, autotuning, allocator)
@@ -36,6 +44,14 @@ memory).
 FLOPs: XLA's cost analysis of the lowered JAX step (the same function both compute), next to an
 analytic count of the matmul/conv FLOPs; achieved TFLOP/s = FLOPs / median step time, and on a
 known GPU against the datasheet's dense TF32 and FP32 peaks.
+
+--breakdown (instead of the table): alternates the JAX step, the eager step (2 threads and 1),
+the embedding conv alone (forward + weight gradient) in both and a GEMM of the conv's size in
+both (the floor), then counts XLA's top-level ops in the compiled step against PyTorch's aten
+calls and profiles one eager step by op family.
+
+--markdown writes its section between `<!-- step_time:SECTION:begin/end -->` markers, replacing
+an earlier one and keeping the rest of the file.
 
 GPU: --device gpu picks jax.devices('gpu') and torch.device('cuda'); sets
 XLA_PYTHON_CLIENT_PREALLOCATE=false (both libraries share the card); --precision tf32 (default:
@@ -75,7 +91,8 @@ flags.DEFINE_enum('device', 'cpu', ['cpu', 'gpu'], 'Where both implementations r
 flags.DEFINE_list('configs', ['synthetic', 'thumos'], 'Configs to time (small to large).')
 flags.DEFINE_list('impls', ['jax', 'torch_eager', 'torch_compile'],
                   'Implementations; also torch_eager_1thread (CPU: eager with one intra-op '
-                  'thread, to show the cost of OpenMP on a shared machine).')
+                  'thread, to show the cost of OpenMP on a shared machine) and '
+                  'torch_eager_gemm (the embedding conv as one GEMM, as aumn_jax on GPU).')
 flags.DEFINE_integer('thumos_batch', None, 'Batch of the thumos config (default: 16 on gpu, '
                      '2 on cpu), the same for every implementation.')
 flags.DEFINE_integer('rounds', 5, 'Alternating rounds over the implementations.')
@@ -98,7 +115,7 @@ flags.DEFINE_bool('breakdown', False, 'Instead of the table: where the step time
                   'conv alone, the GEMM floor, XLA kernels vs PyTorch op calls, op profile).')
 
 NUM_CLASSES = 20
-IMPLS = ('jax', 'torch_eager', 'torch_compile', 'torch_eager_1thread')
+IMPLS = ('jax', 'torch_eager', 'torch_compile', 'torch_eager_1thread', 'torch_eager_gemm')
 # Datasheet dense peaks (TFLOP/s): (name pattern, TF32 tensor core, FP32), first match wins.
 GPU_PEAKS = (('H100 PCIe', 378.0, 51.2), ('H100 NVL', 417.5, 60.0), ('H100', 494.7, 66.9),
              ('H200', 494.7, 66.9), ('A100', 156.0, 19.5), ('L40S', 183.0, 91.6))
@@ -214,10 +231,11 @@ class TorchImpl:
     self.torch, self.lib, self.name, self.config = torch, torch_aumn, name, config
     self.compile_note = None
     self.device = torch.device('cuda' if FLAGS.device == 'gpu' else 'cpu')
+    conv_impl = 'gemm' if name == 'torch_eager_gemm' else 'conv'
     if initial is not None:   # the JAX model's initial weights and bank
-      self.model = torch_aumn.from_flax(config, NUM_CLASSES, initial, self.device)
+      self.model = torch_aumn.from_flax(config, NUM_CLASSES, initial, self.device, conv_impl)
     else:
-      self.model = torch_aumn.create_model(config, NUM_CLASSES).to(self.device)
+      self.model = torch_aumn.create_model(config, NUM_CLASSES, conv_impl).to(self.device)
     self.optimizer = torch_aumn.make_optimizer(self.model, config.optim)
     self.batch = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
     self.compile_mode = None
@@ -591,7 +609,8 @@ def run_breakdown(device, command) -> None:
   print('\n' + text)
   if FLAGS.json:
     with open(FLAGS.json, 'w', encoding='utf-8') as f:
-      json.dump({'device': device['summary'], 'command': command, 'breakdown': results}, f,
+      json.dump({'device': device['summary'], 'command': command,
+                 'breakdown': _json_safe(results)}, f,
                 indent=1)
   if FLAGS.markdown:
     section = FLAGS.markdown_section or f'{FLAGS.device}_profile'
@@ -707,6 +726,17 @@ def write_markdown(path: str, section: str, text: str) -> None:
     f.write(new)
 
 
+def _json_safe(x):
+  """NaN (not measured) -> null: strict JSON readers reject NaN."""
+  if isinstance(x, float) and math.isnan(x):
+    return None
+  if isinstance(x, dict):
+    return {k: _json_safe(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_json_safe(v) for v in x]
+  return x
+
+
 def setup_frameworks() -> None:
   if FLAGS.device == 'gpu' and FLAGS.precision == 'float32':
     jax.config.update('jax_default_matmul_precision', 'float32')
@@ -746,7 +776,8 @@ def main(argv):
     with open(FLAGS.json, 'w', encoding='utf-8') as f:
       json.dump({'device': device['summary'], 'device_info': device, 'command': command,
                  'date': datetime.date.today().isoformat(), 'rounds': FLAGS.rounds,
-                 'steps_per_round': FLAGS.steps, 'warmup': FLAGS.warmup, 'rows': rows},
+                 'steps_per_round': FLAGS.steps, 'warmup': FLAGS.warmup,
+                 'rows': _json_safe(rows)},
                 f, indent=1)
     print(f'wrote {FLAGS.json}')
   if FLAGS.markdown:

@@ -90,10 +90,20 @@ def _lecun_normal_(tensor: torch.Tensor, fan_in: int) -> torch.Tensor:
 # Modules.
 
 class Skeleton(nn.Module):
-  """H = Dropout(ReLU(Conv1D_k3(X))) zeroed at padding; a = sigmoid(Linear(H)) zeroed at padding."""
+  """H = Dropout(ReLU(Conv1D_k3(X))) zeroed at padding; a = sigmoid(Linear(H)) zeroed at padding.
 
-  def __init__(self, feature_dim: int, dim: int, dropout: float, fg_bias_init: float = 0.0):
+  conv_impl 'conv' is the idiomatic nn.Conv1d (the baseline); 'gemm' computes the same conv as
+  one matmul over the three shifted copies of X ([B, T, 3F] @ [3F, D]), which is what
+  aumn_jax's Embedding does on GPU — same parameters, so benchmarks can separate the conv
+  algorithm from the framework.
+  """
+
+  def __init__(self, feature_dim: int, dim: int, dropout: float, fg_bias_init: float = 0.0,
+               conv_impl: str = 'conv'):
     super().__init__()
+    if conv_impl not in ('conv', 'gemm'):
+      raise ValueError(f'conv_impl={conv_impl!r}: not one of conv, gemm')
+    self.conv_impl = conv_impl
     self.conv = nn.Conv1d(feature_dim, dim, kernel_size=3, padding=1)
     self.dropout = nn.Dropout(dropout)
     self.fg_attention = nn.Linear(dim, 1)   # a k=1 Conv1d, on [B, T, D]
@@ -105,7 +115,13 @@ class Skeleton(nn.Module):
   def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     m = mask.unsqueeze(-1)
     x = torch.where(m > 0, x, 0.0)   # garbage (even NaN) in padding never reaches the conv
-    h = self.conv(x.transpose(1, 2)).transpose(1, 2)
+    if self.conv_impl == 'conv':
+      h = self.conv(x.transpose(1, 2)).transpose(1, 2)
+    else:   # weight[:, :, k] multiplies x[t - 1 + k]
+      xp = F.pad(x, (0, 0, 1, 1))
+      shifted = torch.cat([xp[:, :-2], xp[:, 1:-1], xp[:, 2:]], -1)
+      w = self.conv.weight.permute(2, 1, 0).reshape(-1, self.conv.out_channels)
+      h = torch.addmm(self.conv.bias, shifted.flatten(0, 1), w).unflatten(0, x.shape[:2])
     h = self.dropout(F.relu(h)) * m
     fg = torch.sigmoid(self.fg_attention(h).squeeze(-1)) * mask
     return h, fg
@@ -121,10 +137,11 @@ class MILNet(nn.Module):
   """BaS-Net baseline (model.head = 'mil'): one linear classifier on both branches."""
 
   def __init__(self, num_classes: int, feature_dim: int, dim: int, dropout: float,
-               topk_ratio: int, fg_bias_init: float = 0.0, classifier_bias: bool = True):
+               topk_ratio: int, fg_bias_init: float = 0.0, classifier_bias: bool = True,
+               conv_impl: str = 'conv'):
     super().__init__()
     self.topk_ratio = topk_ratio
-    self.skeleton = Skeleton(feature_dim, dim, dropout, fg_bias_init)
+    self.skeleton = Skeleton(feature_dim, dim, dropout, fg_bias_init, conv_impl)
     self.classifier = nn.Linear(dim, num_classes + 1, bias=False)
     _lecun_normal_(self.classifier.weight, dim)
     # A separate bias: S(a*H) = a * (H W) + b, so both branches share one matmul.
@@ -148,12 +165,12 @@ class AUMN(nn.Module):
   def __init__(self, num_classes: int, feature_dim: int, dim: int, num_units: int,
                dropout: float, tau: float, tau_u: float, topk_ratio: int, momentum: float,
                center_features: bool = False, fg_bias_init: float = 0.0,
-               classifier_bias: bool = True):
+               classifier_bias: bool = True, conv_impl: str = 'conv'):
     super().__init__()
     self.tau, self.tau_u, self.topk_ratio = tau, tau_u, topk_ratio
     self.momentum, self.center_features = momentum, center_features
     c1 = num_classes + 1
-    self.skeleton = Skeleton(feature_dim, dim, dropout, fg_bias_init)
+    self.skeleton = Skeleton(feature_dim, dim, dropout, fg_bias_init, conv_impl)
     # No biases on the projections: a bias is a direction every snippet shares.
     self.update_key = nn.Linear(dim, dim, bias=False)     # Wk
     self.update_query = nn.Linear(dim, dim, bias=False)   # Wq
@@ -211,12 +228,12 @@ class AUMN(nn.Module):
     return out
 
 
-def create_model(config: Any, num_classes: int) -> nn.Module:
+def create_model(config: Any, num_classes: int, conv_impl: str = 'conv') -> nn.Module:
   """The PyTorch twin of aumn_jax.models.create_model (reads config.model, .memory, .data)."""
   mc = config.model
   common = dict(num_classes=num_classes, feature_dim=config.data.feature_dim, dim=mc.dim,
                 dropout=mc.dropout, topk_ratio=mc.topk_ratio, fg_bias_init=mc.fg_bias_init,
-                classifier_bias=mc.classifier_bias)
+                classifier_bias=mc.classifier_bias, conv_impl=conv_impl)
   if mc.head == 'mil':
     return MILNet(**common)
   if mc.head == 'aumn':
@@ -462,9 +479,9 @@ def flax_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, An
 
 
 def from_flax(config: Any, num_classes: int, variables: Mapping[str, Any],
-              device: Any = 'cpu') -> nn.Module:
+              device: Any = 'cpu', conv_impl: str = 'conv') -> nn.Module:
   """A PyTorch model with the Flax model's weights and bank (strict: every key must match)."""
-  model = create_model(config, num_classes)
+  model = create_model(config, num_classes, conv_impl)
   model.load_state_dict(state_dict_from_flax(variables), strict=True)
   return model.to(device)
 

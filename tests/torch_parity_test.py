@@ -243,6 +243,24 @@ def test_a_formula_difference_is_caught():
 
 
 @requires_torch
+def test_gemm_formulation_of_the_conv_matches():
+  """Skeleton(conv_impl='gemm') (the conv as one matmul, as aumn_jax does on GPU) == the conv."""
+  _, _, out, _, grads, _ = _jax_results(DEFAULT)
+  config = _config(*DEFAULT)
+  model = torch_aumn.from_flax(config, C, _jax_variables('aumn'), conv_impl='gemm')
+  batch = _torch(_batch(0))
+  t_out = model(batch['features'], batch['mask'])
+  torch_aumn.total_loss(t_out, batch['labels'], batch['mask'], config.loss)[0].backward()
+  for k in out:
+    assert _rel(t_out[k].detach(), out[k]) <= TOL, k
+  conv = grads['skeleton']['embedding']['conv']
+  t_grads = _flax_tree_of({**{n: p.grad for n, p in model.named_parameters()},
+                           'bank': torch.zeros(1)})['params']['skeleton']['embedding']['conv']
+  for k in ('kernel', 'bias'):
+    assert _rel(t_grads[k], conv[k]) <= TOL, k
+
+
+@requires_torch
 @pytest.mark.parametrize('variant', [DEFAULT, BASELINE])
 def test_n_optimizer_steps_end_at_the_same_params_and_bank(variant):
   """The project's jitted train_step (Adam + L2) vs torch.optim.Adam(weight_decay), N steps."""

@@ -16,6 +16,7 @@ Conventions shared by every layout:
   labels_all.npy disagrees with its own segments for 28 THUMOS videos and is not used).
 * Features are I3D at 25 fps, 16 frames per snippet, 2048 wide (rgb 1024 || flow 1024).
 """
+import abc
 import dataclasses
 import glob
 import json
@@ -80,7 +81,7 @@ def to_str(value) -> str:
   return str(value)
 
 
-class RawDataset:
+class RawDataset(abc.ABC):
   """Annotations of both splits of a raw dump, plus access to each video's features."""
 
   layout: str
@@ -96,12 +97,13 @@ class RawDataset:
     self.fps = FEATURE_FPS
     self.snippet_stride = SNIPPET_STRIDE
 
+  @abc.abstractmethod
   def features(self, video: Video) -> np.ndarray:
     """float32 [T, 2048] of `video`, checked (DataError naming the file otherwise)."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def feature_file(self, video: Video) -> str:
-    raise NotImplementedError
+    """The file that holds `video`'s features (named in errors)."""
 
   def videos(self) -> Iterator[Video]:
     for split in SPLITS:

@@ -2,7 +2,8 @@ r"""Scores localization: a trained run's checkpoint, or an exported proposals fi
 
   python evaluate.py --config=configs/thumos.py --workdir=W [--step N | --best]
       restores the latest checkpoint of W (or step N, or the best-by-test one, labelled
-      optimistic), localizes the eval split, writes W/eval_step_<N>/{proposals_<split>,results}.json
+      optimistic — SPEC §7 names the best one as the default; we default to the latest because
+      selecting a checkpoint by its test mAP inflates the number, which must not be the headline), localizes the eval split, writes W/eval_step_<N>/{proposals_<split>,results}.json
       and prints the table: the same numbers as the in-training evaluation of that checkpoint.
       Pass the config and --config.* overrides that train.py got.
 

@@ -39,9 +39,10 @@ def main(argv):
   parallel.maybe_initialize_distributed()
   from aumn_jax import train_loop  # pylint: disable=g-import-not-at-top
   from aumn_jax import data  # pylint: disable=g-import-not-at-top
+  from aumn_jax import evaluation  # pylint: disable=g-import-not-at-top
   try:
     train_loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (train_loop.TrainingError, data.DataError) as e:
+  except (train_loop.TrainingError, data.DataError, evaluation.InputError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
 

@@ -555,7 +555,7 @@ def _overlaps_ambiguous(props: Proposals, ambiguous: Mapping[str, np.ndarray]) -
 # The metric.
 
 
-def _check_thresholds(tiou_thresholds: Iterable[float]) -> np.ndarray:
+def check_thresholds(tiou_thresholds: Iterable[float]) -> np.ndarray:
   try:
     t = np.asarray([float(x) for x in tiou_thresholds], np.float64)
   except (TypeError, ValueError) as e:
@@ -811,7 +811,7 @@ def compute(ground_truth: GroundTruth, proposals: Proposals,
   Raises:
     InputError: unknown label (unless dropped), bad thresholds, bad ambiguous file.
   """
-  thresholds = _check_thresholds(tiou_thresholds)
+  thresholds = check_thresholds(tiou_thresholds)
   gt, props = ground_truth, proposals
   num_classes = len(gt.class_names)
   class_index = {n: i for i, n in enumerate(gt.class_names)}

@@ -271,14 +271,14 @@ def bucket_length(length: int, buckets: Sequence[int]) -> int:
   Videos longer than the largest bucket get the next multiple of the largest,
   so a few very long videos add a few shapes instead of failing.
   """
-  buckets = _check_buckets(buckets)
+  buckets = check_buckets(buckets)
   i = int(np.searchsorted(buckets, length))  # first bucket >= length
   if i < len(buckets):
     return int(buckets[i])
   return int(-(-length // buckets[-1]) * buckets[-1])
 
 
-def _check_buckets(buckets: Sequence[int]) -> np.ndarray:
+def check_buckets(buckets: Sequence[int]) -> np.ndarray:
   buckets = np.unique(np.asarray(buckets))
   if buckets.size == 0 or buckets.dtype.kind not in 'iu' or buckets[0] <= 0:
     raise ValueError(
@@ -295,7 +295,7 @@ def eval_plan(lengths: np.ndarray, *, batch_size: int,
   so there is one batch shape per bucket used. Every video appears once.
   """
   batch_size = _positive_int(batch_size, 'eval batch_size')
-  buckets = _check_buckets(buckets)
+  buckets = check_buckets(buckets)
   lengths = np.asarray(lengths)
   order = np.argsort(lengths, kind='stable')
   sorted_lengths = lengths[order]

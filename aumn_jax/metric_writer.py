@@ -16,13 +16,17 @@ import jax
 class MetricWriter:
   """Appends to W/metrics.jsonl and writes TensorBoard scalars under W/tensorboard."""
 
-  def __init__(self, workdir: str, *, enabled: bool | None = None):
+  def __init__(self, workdir: str, *, resume_step: int = 0, enabled: bool | None = None):
+    """`resume_step`: the step the run restarts from; lines logged after it by a run that was
+    killed before its next checkpoint are dropped, as that run will log those steps again."""
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     self._tb = None
     self._jsonl = None
     if self.enabled:
       os.makedirs(workdir, exist_ok=True)
-      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
+      path = os.path.join(workdir, 'metrics.jsonl')
+      _truncate_after(path, resume_step)
+      self._jsonl = open(path, 'a', encoding='utf-8')
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
     self.workdir = workdir
@@ -58,3 +62,17 @@ def _to_json(value: Any) -> Any:
   if isinstance(value, float) and not math.isfinite(value):
     return str(value)  # JSON has no NaN/Inf; keep the line parseable
   return value
+
+
+def _truncate_after(path: str, step: int) -> None:
+  """Keeps the lines of `path` whose step is <= `step` (atomically; absent file: nothing)."""
+  if not os.path.exists(path):
+    return
+  with open(path, encoding='utf-8') as f:
+    lines = f.readlines()
+  kept = [l for l in lines if l.strip() and json.loads(l)['step'] <= step]
+  if len(kept) != len(lines):
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w', encoding='utf-8') as f:
+      f.writelines(kept)
+    os.replace(tmp, path)

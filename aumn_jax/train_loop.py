@@ -66,6 +66,13 @@ def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
       parallel.check_batch_size(value, mesh, what)
     except ValueError as e:
       raise TrainingError(str(e)) from None
+  # Settings first used at the first evaluation: checked now, not eval_every_steps later.
+  try:
+    localization.check_config(config.localization)
+    input_pipeline.check_buckets(config.data.eval_buckets)
+    evaluation.check_thresholds(config.evaluation.tiou_thresholds)
+  except ValueError as e:  # evaluation.InputError is a ValueError
+    raise TrainingError(f'config: {e}') from None
 
 
 def prepare_data_dir(data_cfg: ml_collections.ConfigDict) -> str:
@@ -183,10 +190,13 @@ def _fetch_checked(pending: list[tuple[int, Any]]) -> list[tuple[int, dict[str, 
   rows = []
   for step, metrics in fetched:
     metrics = {k: float(v) for k, v in metrics.items()}
-    if not np.isfinite(metrics['loss']):
-      raise TrainingError(
-          f'non-finite loss ({metrics["loss"]}) at step {step}; stopped without saving it '
-          '(the last good checkpoint is kept)')
+    # The loss is computed before the update: a finite loss with non-finite gradients still
+    # writes NaN into the params, so both are checked before anything is checkpointed.
+    for key in ('loss', 'grad_norm'):
+      if not np.isfinite(metrics[key]):
+        raise TrainingError(
+            f'non-finite {key} ({metrics[key]}) at step {step}; stopped without saving it '
+            '(the last good checkpoint is kept)')
     rows.append((step, metrics))
   return rows
 
@@ -206,11 +216,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if train_split.class_names != eval_split.class_names:
     raise TrainingError(f'{data_dir}: train and eval splits have different class lists')
 
-  writer = metric_writer.MetricWriter(workdir)
-  writer.write_config(config)
+  _check_same_run(config, workdir)  # before anything in W is written
   state = train_step_lib.init_state(config, train_split.num_classes, mesh)
   manager = checkpointing.create_manager(workdir)
   start_step = manager.latest_step() or 0
+  writer = metric_writer.MetricWriter(workdir, resume_step=start_step)
+  writer.write_config(config)
   if start_step:
     state = checkpointing.restore(manager, start_step, state)
     print(f'Resumed from {workdir}/checkpoints at step {start_step}', flush=True)
@@ -246,7 +257,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         progress.update(1)
         last = step == config.num_train_steps
         stop = preemption.should_stop()
-        eval_now = step % config.eval_every_steps == 0 or last
+        # On SIGTERM the grace period goes to the save, not to an evaluation the rerun redoes.
+        eval_now = (step % config.eval_every_steps == 0 or last) and not stop
         save_now = step % config.checkpoint_every_steps == 0 or eval_now or stop
         if step % config.log_every_steps == 0 or save_now:
           rows = _fetch_checked(pending)
@@ -359,11 +371,13 @@ def _check_same_run(config: ml_collections.ConfigDict, workdir: str) -> None:
   with open(path, encoding='utf-8') as f:
     saved = json.load(f)
   current = json.loads(config.to_json_best_effort())
+  if saved['data'].get('feature_dim') != current['data']['feature_dim']:
+    raise TrainingError(f'{path}: the run used data.feature_dim={saved["data"].get("feature_dim")}')
   for group in ('model', 'memory'):
     for key, value in saved.get(group, {}).items():
       if current[group].get(key) != value:
         raise TrainingError(
             f'{path}: the run used {group}.{key}={value!r}, this config has '
-            f'{current[group].get(key)!r}: pass the same config and overrides as train.py')
+            f'{current[group].get(key)!r}: use the run\'s config and overrides (or a new workdir)')
   if saved['data']['dataset'] != current['data']['dataset']:
     raise TrainingError(f'{path}: the run used data.dataset={saved["data"]["dataset"]!r}')

@@ -36,7 +36,9 @@ def get_config() -> ml_collections.ConfigDict:
       dim=2048,                   # D
       num_units=64,               # L
       dropout=0.7,
-      tau=0.1,                    # read attention temperature (cosine logits)
+      # Read-attention temperature of the cosine logits. SPEC §4 lists tau = 1, §2 sets 0.1: with
+      # tau = 1 the attention stayed exactly uniform in a prototype (§2, §9), so 0.1.
+      tau=0.1,
       tau_u=0.01,                 # update attention temperature (0.1 leaves R uniform)
       topk_ratio=8,               # r: k = max(1, floor(T_valid / r))
       # Memory remedies (SPEC §9; evidence in docs/method.md). tau_u=0.01 + center_features is

@@ -280,3 +280,36 @@ def test_evaluate_cli_errors_are_one_line(tmp_path):
                           text=True, timeout=120, env=_worker_env(1))
     assert proc.returncode != 0 and expected in proc.stderr, proc.stderr
     assert 'Traceback' not in proc.stderr
+
+
+def test_resume_with_another_model_config_is_refused(uninterrupted, tmp_path):
+  config, workdir, _ = uninterrupted
+  other = config.copy_and_resolve_references()
+  other.model.dim = 24
+  with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
+    before = f.read()
+  with pytest.raises(train_loop.TrainingError, match='model.dim=16'):
+    train_loop.train_and_evaluate(other, workdir)
+  with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
+    assert f.read() == before  # the run's record is untouched
+
+
+def test_bad_localization_setting_fails_before_training(tiny_data_dir, tmp_path):
+  config = conftest.tiny_config(tiny_data_dir)
+  config.localization.nms = 'hard'
+  with pytest.raises(train_loop.TrainingError, match='localization.nms'):
+    train_loop.train_and_evaluate(config, str(tmp_path))
+  assert not os.path.exists(tmp_path / 'checkpoints')
+
+
+def test_metrics_after_the_resumed_step_are_dropped(tmp_path):
+  from aumn_jax import metric_writer  # pylint: disable=g-import-not-at-top
+  writer = metric_writer.MetricWriter(str(tmp_path), enabled=True)
+  for step in (2, 4, 6):
+    writer.write(step, {'loss': 1.0})
+  writer.close()
+  writer = metric_writer.MetricWriter(str(tmp_path), resume_step=4, enabled=True)
+  writer.write(6, {'loss': 0.5})
+  writer.close()
+  assert [(l['step'], l['loss']) for l in _read_jsonl(str(tmp_path / 'metrics.jsonl'))] == [
+      (2, 1.0), (4, 1.0), (6, 0.5)]

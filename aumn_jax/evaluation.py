@@ -251,17 +251,22 @@ def load_ground_truth(source: str | os.PathLike[str] | Mapping[str, Any],
     return _load_ground_truth(source, subset)
 
 
-def _load_ground_truth(source, subset):
+def _top_level(source, key: str) -> tuple[Any, str]:
+  """(data[key], name) of a JSON path or parsed dict; InputError unless it is an object with key."""
   if isinstance(source, Mapping):
     data, name = source, '<dict>'
   else:
     name = os.fspath(source)
     data = _read_json(name)
   if not isinstance(data, Mapping):
-    raise InputError(f"{name}: top level must be a JSON object with key 'database'")
-  if 'database' not in data:
-    raise InputError(f"{name}: missing key 'database'")
-  database = data['database']
+    raise InputError(f"{name}: top level must be a JSON object with key '{key}'")
+  if key not in data:
+    raise InputError(f"{name}: missing key '{key}'")
+  return data[key], name
+
+
+def _load_ground_truth(source, subset):
+  database, name = _top_level(source, 'database')
   if not isinstance(database, Mapping):
     raise InputError(f"{name}: 'database' must be an object mapping video id to its entry")
 
@@ -446,16 +451,8 @@ def load_proposals(source: str | os.PathLike[str] | Mapping[str, Any]) -> Propos
   Only "results" is required. Raises InputError on any malformed content (see validate_results).
   """
   with _gc_paused():
-    if isinstance(source, Mapping):
-      data, name = source, '<dict>'
-    else:
-      name = os.fspath(source)
-      data = _read_json(name)
-    if not isinstance(data, Mapping):
-      raise InputError(f"{name}: top level must be a JSON object with key 'results'")
-    if 'results' not in data:
-      raise InputError(f"{name}: missing key 'results'")
-    return validate_results(data['results'], source=name)
+    results, name = _top_level(source, 'results')
+    return validate_results(results, source=name)
 
 
 def write_proposals(path: str | os.PathLike[str],

@@ -102,7 +102,15 @@ class Preset:
   coverage: tuple[float, float]     # fraction of a video inside instances, uniform
   max_instances: int
   features: FeatureParams = FeatureParams()
+  # Applied to generated plans and to --annotations plans alike (see transform_plan):
+  subsample: tuple[int, int] | None = None  # keep (train, test) videos, every class in each
+  clip_snippets: int | None = None  # clip each video to the window of this many snippets
+                                    # that holds the most annotated time
 
+
+# Action units that differ only partly from the background (the 'partial' regime).
+PARTIAL_FEATURES = FeatureParams(background_in_action=0.9, unit_strength=0.5, action_gain=0.0,
+                                 video_gain_sigma=0.5)
 
 PRESETS = {
     # A handful of classes, seconds to generate and build; the test suite's dataset.
@@ -120,6 +128,24 @@ PRESETS = {
                           median_snippets=96, sigma_snippets=0.4, min_snippets=24,
                           max_snippets=256, two_class_prob=0.0, instance_median_s=25.0,
                           instance_sigma=0.6, coverage=(0.3, 0.9), max_instances=3),
+    # The battery of data regimes (benchmarks/robustness.py; docs/method.md §7). Each is a
+    # dataset a real dump could resemble; none was tuned to the model.
+    # Few videos: ~60 training videos (1-6 per class), clips of <= 300 snippets around the
+    # annotated time (~35-40 % action snippets). Meant for --annotations on the real THUMOS14
+    # gt.json (real instance lengths and counts); without it, THUMOS-like generated videos.
+    'fewvideo': Preset(style='thumos', num_classes=20, num_train=60, num_test=40,
+                       median_snippets=240, sigma_snippets=0.85, min_snippets=14,
+                       max_snippets=2600, two_class_prob=0.15, instance_median_s=4.0,
+                       instance_sigma=0.8, coverage=(0.25, 0.5), max_instances=200,
+                       subsample=(60, 40), clip_snippets=300),
+    # Action units differ only partly from the background: most of an action snippet is still
+    # the scene, units are weak, per-video gains vary a lot and the feature norm says nothing
+    # about actionness (no action gain): what a dump of cluttered, unevenly lit video is like.
+    'partial': Preset(style='thumos', num_classes=20, num_train=200, num_test=212,
+                      median_snippets=240, sigma_snippets=0.85, min_snippets=14,
+                      max_snippets=2600, two_class_prob=0.15, instance_median_s=2.9,
+                      instance_sigma=0.75, coverage=(0.1, 0.5), max_instances=200,
+                      features=PARTIAL_FEATURES),
 }
 PRESETS_NAMES = tuple(PRESETS)
 
@@ -284,6 +310,66 @@ def _plan_from_wtalc(path: str) -> Plan:
   subsets = {layout: dict(raw.subsets) for layout in layouts.LAYOUTS}
   return Plan(raw.class_names, videos, style, subsets, wtalc_name=raw.name,
               wtalc_copy=raw.annotation_dir)
+
+
+def transform_plan(plan: Plan, preset: Preset, seed: int) -> Plan:
+  """The preset's subsampling and clipping of a plan (generated or from annotations).
+
+  subsample (n_train, n_test): per split, one video of each class first (classes in a seeded
+  random order; each pick a random video holding that class), then random videos up to n;
+  only videos with at least one instance are eligible and the dump order is kept.
+  clip_snippets T: a longer video becomes the T-snippet window holding the most annotated
+  time (the earliest such window); instances are cut to it (a piece shorter than 0.2 s is
+  dropped) and shifted to the window's start. The annotation files are then written anew
+  (never copied): they describe the transformed videos.
+  """
+  if preset.subsample is None and preset.clip_snippets is None:
+    return plan
+  rng = np.random.default_rng([_PLAN_STREAM, seed, 1])
+  videos = [v for v in plan.videos if v.split is not None]
+  if preset.subsample is not None:
+    keep = set()
+    for split, n in zip(layouts.SPLITS, preset.subsample):
+      pool = [i for i, v in enumerate(videos) if v.split == split and len(v.labels)]
+      chosen = []
+      for c in rng.permutation(len(plan.class_names)):
+        if len(chosen) >= n:
+          break
+        name = plan.class_names[c]
+        if any(name in videos[i].labels for i in chosen):
+          continue
+        holders = [i for i in pool if name in videos[i].labels and i not in chosen]
+        if holders:
+          chosen.append(int(rng.choice(holders)))
+      rest = [i for i in pool if i not in chosen]
+      extra = rng.permutation(len(rest))[:max(0, n - len(chosen))]
+      keep.update(chosen + [rest[i] for i in extra])
+    videos = [v for i, v in enumerate(videos) if i in keep]
+  if preset.clip_snippets is not None:
+    videos = [_clip_video(v, preset.clip_snippets) for v in videos]
+  return dataclasses.replace(plan, videos=videos, um_copy={}, wtalc_copy=None,
+                             write_durations=plan.style == 'thumos')
+
+
+def _clip_video(video: VideoSpec, t_max: int) -> VideoSpec:
+  t = video.num_snippets
+  if t <= t_max:
+    return video
+  annotated = np.zeros(t, np.float64)
+  for s, e in video.segments:
+    i0, frac = _coverage(float(s), float(e), t)
+    annotated[i0:i0 + len(frac)] = np.maximum(annotated[i0:i0 + len(frac)], frac)
+  window = np.convolve(annotated, np.ones(t_max), mode='valid')  # [t - t_max + 1]
+  start = int(np.argmax(window)) * SNIPPET_S
+  duration = round((t_max - 0.25) * SNIPPET_S, 3)  # round(duration / 0.64) == t_max
+  segments, labels = [], []
+  for (s, e), label in zip(video.segments.tolist(), video.labels):
+    s, e = round(max(s - start, 0.0), 1), round(min(e - start, duration - 0.05), 1)
+    if e - s >= 0.2 - 1e-9:
+      segments.append([s, e])
+      labels.append(label)
+  return VideoSpec(video.video_id, video.split, duration,
+                   np.asarray(segments, np.float64).reshape(-1, 2), labels)
 
 
 # ---------------------------------------------------------------------------- features
@@ -559,6 +645,7 @@ def generate(out_dir: str, layout: str, preset: str, seed: int = 0,
   start = time.time()
   plan = (plan_from_annotations(annotations) if annotations
           else plan_preset(PRESETS[preset], seed))
+  plan = transform_plan(plan, PRESETS[preset], seed)
   protos = make_prototypes(len(plan.class_names), params, seed)
   class_index = {c: i for i, c in enumerate(plan.class_names)}
 

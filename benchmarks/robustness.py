@@ -1,0 +1,294 @@
+"""Training on data it was never tuned on: both heads, both model sizes, a battery of regimes.
+
+Run:  python benchmarks/robustness.py [--regimes thumos,fewvideo,partial,fewvideo_partial,activitynet]
+          [--heads mil,aumn] [--models small,thumos] [--seeds 0,1,2] [--data_seed 1]
+          [--steps 300] [--eval_every 0] [--workdir /tmp/aumn_robustness]
+          [--json OUT] [--markdown OUT.md] [--set KEY=VALUE ...]
+
+The battery (data_prep.synthetic presets; docs/method.md §7 says what each resembles):
+  thumos       the project's own THUMOS-like preset (200 / 212 videos)
+  fewvideo     the real THUMOS14 gt.json (--annotations), 60 / 40 videos, <= 300-snippet clips
+  partial      action units differ only partly from the scene, per-video gains, no norm cue
+  fewvideo_partial  fewvideo's videos with partial's features
+  activitynet  100 classes, 1-3 long instances per video
+Each regime is generated with --data_seed (default 1: the VALIDATION battery, where defaults
+are chosen; report on another data seed), then built with data_prep.build — the path real dumps
+take — once, under WORKDIR/data/.
+
+Models:
+  small   configs/synthetic.py's model (D 256, L 16, lr 3e-4)
+  thumos  configs/thumos.py's model (D 2048, L 64, lr 1e-4)
+Every run: batch 16, max_snippets 300, --steps steps, `seed` = the run seed, trained by
+aumn_jax.train_loop.train_and_evaluate (the train.py path), evaluated every --eval_every steps
+(0: only at the end). Reported per run, then mean ± sample std over seeds:
+  avg mAP 0.1:0.7 (ActivityNet regime: 0.5:0.95 is also written to JSON)
+  top-1     test videos whose top action class of p' is a true class
+  AUC(a)    snippet-level ROC AUC of the foreground attention against the ground truth
+            (a snippet is action when an instance covers half of it), over all test snippets
+  plateau   logged training steps >= 20 with mean a < 0.05 or > 0.95, times the log interval
+            (metrics.jsonl `diag_fg_mean`, logged every 10 steps)
+A finished run is not retrained (its workdir is reused), so an interrupted battery continues.
+"""
+import dataclasses
+import datetime
+import json
+import os
+import shutil
+import sys
+import time
+from typing import Any, Sequence
+
+from absl import app
+from absl import flags
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO not in sys.path:
+  sys.path.insert(0, _REPO)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import jax
+import ml_collections
+import numpy as np
+
+from aumn_jax import data
+from aumn_jax import train_loop
+from benchmarks import ablation
+from configs import synthetic as synthetic_config
+from configs import thumos as thumos_config
+from data_prep import build as build_lib
+from data_prep import synthetic
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+THUMOS_GT = os.path.join(os.path.dirname(_REPO), 'shared', 'data', 'thumos14_um', 'gt.json')
+_PARTIAL = dataclasses.asdict(synthetic.PARTIAL_FEATURES)
+REGIMES = {  # name -> (data_prep.synthetic preset, annotation file or None, feature overrides)
+    'thumos': ('thumos', None, {}),
+    'fewvideo': ('fewvideo', THUMOS_GT, {}),
+    'partial': ('partial', None, {}),
+    'fewvideo_partial': ('fewvideo', THUMOS_GT, _PARTIAL),
+    'activitynet': ('activitynet', None, {}),
+}
+MODELS = ('small', 'thumos')
+LOG_EVERY = 10
+PLATEAU_FROM = 20
+FG_LOW, FG_HIGH = 0.05, 0.95
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  flags.DEFINE_list('regimes', list(REGIMES), f'Subset of {list(REGIMES)}.')
+  flags.DEFINE_list('heads', ['mil', 'aumn'], 'model.head values.')
+  flags.DEFINE_list('models', ['small'], f'Subset of {list(MODELS)}.')
+  flags.DEFINE_list('seeds', ['0', '1', '2'], 'Run seeds (config.seed).')
+  flags.DEFINE_integer('data_seed', 1, 'Generator seed of every regime (1: validation).')
+  flags.DEFINE_integer('steps', 300, 'Training steps per run.')
+  flags.DEFINE_integer('eval_every', 0, 'Evaluate every N steps as well (0: at the end only).')
+  flags.DEFINE_string('workdir', '/tmp/aumn_robustness', 'Datasets and one dir per run.')
+  flags.DEFINE_string('json', None, 'Write every run and the summary here.')
+  flags.DEFINE_string('markdown', None, 'Write the markdown table here.')
+  flags.DEFINE_multi_string('set', [], 'KEY=VALUE config override applied to every run.')
+
+
+def prepare_regime(regime: str, data_seed: int, root: str) -> str:
+  """Generates and builds one regime once; returns its TFDS data_dir."""
+  data_dir = os.path.join(root, 'data', f'{regime}_seed{data_seed}')
+  if os.path.exists(os.path.join(data_dir, '.done')):
+    return data_dir
+  preset, annotations, overrides = REGIMES[regime]
+  if annotations is not None and not os.path.exists(annotations):
+    raise FileNotFoundError(f'{annotations}: the real THUMOS14 gt.json this regime uses')
+  raw = os.path.join(root, 'data', f'{regime}_seed{data_seed}_raw')
+  shutil.rmtree(raw, ignore_errors=True)
+  shutil.rmtree(data_dir, ignore_errors=True)
+  synthetic.generate(raw, 'um', preset, seed=data_seed, annotations=annotations, log=print,
+                     **overrides)
+  build_lib.build('synthetic', raw, data_dir)
+  shutil.rmtree(raw)
+  open(os.path.join(data_dir, '.done'), 'w').close()
+  return data_dir
+
+
+def make_config(model: str, head: str, seed: int, steps: int, eval_every: int, data_dir: str,
+                overrides: Sequence[tuple[str, Any]] = ()) -> ml_collections.ConfigDict:
+  base = synthetic_config if model == 'small' else thumos_config
+  config = base.get_config()
+  config.data.dataset = 'synthetic'
+  config.data.data_dir = data_dir
+  config.data.max_snippets = 300
+  config.data.eval_buckets = (256, 512, 1024, 2048, 4096)
+  config.data.eval_batch_size = 16
+  config.batch_size = 16
+  config.model.head = head
+  config.seed = seed
+  config.num_train_steps = steps
+  config.eval_every_steps = eval_every or steps
+  config.checkpoint_every_steps = config.eval_every_steps
+  config.log_every_steps = LOG_EVERY
+  config.evaluation.num_plots = 0
+  for key, value in overrides:
+    ablation._apply(config, key, value)  # pylint: disable=protected-access
+  return config
+
+
+def snippet_auc(outputs: dict[str, dict[str, np.ndarray]], split: data.VideoSplit) -> float:
+  """ROC AUC of the foreground attention a against ground-truth action snippets (ties: 1/2)."""
+  scores, labels = [], []
+  for i, video_id in enumerate(split.video_ids):
+    meta = split.meta(i)
+    fg = np.asarray(outputs[video_id]['fg'], np.float64)
+    seconds = meta['snippet_stride'] / meta['fps']
+    covered = np.zeros(len(fg))
+    starts = np.arange(len(fg)) * seconds
+    for a in split.annotations(i):
+      s, e = a['segment']
+      covered = np.maximum(covered, np.clip(
+          (np.minimum(starts + seconds, e) - np.maximum(starts, s)) / seconds, 0.0, 1.0))
+    scores.append(fg)
+    labels.append(covered >= 0.5)
+  return auc(np.concatenate(scores), np.concatenate(labels))
+
+
+def auc(scores: np.ndarray, positive: np.ndarray) -> float:
+  """Mann-Whitney ROC AUC with average ranks for ties; NaN without both classes."""
+  n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+  if not n_pos or not n_neg:
+    return float('nan')
+  order = np.argsort(scores, kind='stable')
+  ranks = np.empty(len(scores), np.float64)
+  sorted_scores = scores[order]
+  # Average rank within runs of equal scores.
+  starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+  ends = np.r_[starts[1:], len(scores)]
+  for s, e in zip(starts, ends):
+    ranks[order[s:e]] = (s + e + 1) / 2.0
+  return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def fg_trace(workdir: str) -> list[tuple[int, float]]:
+  """(step, mean a) of every logged training line of a run."""
+  trace = []
+  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
+    for line in f:
+      row = json.loads(line)
+      if 'diag_fg_mean' in row:
+        trace.append((int(row['step']), float(row['diag_fg_mean'])))
+  return trace
+
+
+def plateau_steps(trace: Sequence[tuple[int, float]]) -> int:
+  dead = [s for s, a in trace if s >= PLATEAU_FROM and not FG_LOW <= a <= FG_HIGH]
+  return LOG_EVERY * len(dead)
+
+
+def run_one(regime, model, head, seed, steps, eval_every, data_dir, workdir, overrides):
+  config = make_config(model, head, seed, steps, eval_every, data_dir, overrides)
+  start = time.perf_counter()
+  summary = train_loop.train_and_evaluate(config, workdir)
+  wall = time.perf_counter() - start
+  outputs, split = ablation.predict_final(config, workdir)
+  tious = [float(t) for t in summary['tiou_thresholds']]
+  maps = [float(m) for m in summary['map']]
+  trace = fg_trace(workdir)
+  evals = []
+  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
+    for line in f:
+      row = json.loads(line)
+      if 'average_map' in row:
+        evals.append((int(row['step']), float(row['average_map'])))
+  after = [a for s, a in trace if s >= PLATEAU_FROM]
+  return {
+      'regime': regime, 'model': model, 'head': head, 'seed': seed, 'steps': steps,
+      'tiou_thresholds': tious, 'map': maps, 'average_map': float(np.mean(maps)),
+      'avg_0.1:0.7': ablation.average_over(tious, maps, 0.1, 0.7),
+      'top1': ablation.video_top1(outputs, split), 'fg_auc': snippet_auc(outputs, split),
+      'plateau_steps': plateau_steps(trace),
+      'fg_min': min(after) if after else None, 'fg_max': max(after) if after else None,
+      'fg_trace': trace, 'eval_curve': evals, 'wall_s': wall, 'workdir': workdir,
+  }
+
+
+
+def summarize(rows):
+  groups = {}
+  for r in rows:
+    groups.setdefault((r['regime'], r['model'], r['head']), []).append(r)
+  out = []
+  for (regime, model, head), mine in groups.items():
+    stat = lambda k: (float(np.mean([r[k] for r in mine])),
+                      float(np.std([r[k] for r in mine], ddof=1)) if len(mine) > 1 else 0.0)
+    out.append({'regime': regime, 'model': model, 'head': head,
+                'seeds': [r['seed'] for r in mine], 'map': stat('avg_0.1:0.7'),
+                'top1': stat('top1'), 'fg_auc': stat('fg_auc'),
+                'plateau_steps': stat('plateau_steps'),
+                'fg_min': min(r['fg_min'] for r in mine), 'fg_max': max(r['fg_max'] for r in mine)})
+  return out
+
+
+def markdown(summary, steps, data_seed, command, overrides) -> str:
+  lines = ['| regime | model | head | avg mAP 0.1:0.7 | video top-1 | AUC(a) | plateau steps '
+           '| mean a range (steps ≥ 20) |',
+           '| --- | --- | --- | --- | --- | --- | --- | --- |']
+  pct = lambda ms: f'{100 * ms[0]:.1f} ± {100 * ms[1]:.1f}'
+  for s in summary:
+    lines.append(f"| {s['regime']} | {s['model']} | {s['head']} | {pct(s['map'])} | "
+                 f"{pct(s['top1'])} | {s['fg_auc'][0]:.3f} ± {s['fg_auc'][1]:.3f} | "
+                 f"{s['plateau_steps'][0]:.0f} ± {s['plateau_steps'][1]:.0f} | "
+                 f"{s['fg_min']:.3f} – {s['fg_max']:.3f} |")
+  seeds = sorted({x for s in summary for x in s['seeds']})
+  note = (f'{steps} steps of batch 16 × 300 snippets, run seeds {seeds}, data seed {data_seed}'
+          f"{' (validation battery)' if data_seed == 1 else ''}; mean ± sample std over seeds "
+          '(mAP and top-1 in %).')
+  if overrides:
+    note += ' Overrides: ' + ', '.join(f'`{k}={v}`' for k, v in overrides) + '.'
+  return '\n'.join([note, '', *lines, '', f'Command: `{command}`', ''])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  for name, values, known in (('regimes', FLAGS.regimes, REGIMES), ('models', FLAGS.models,
+                                                                    MODELS)):
+    bad = [v for v in values if v not in known]
+    if bad:
+      raise app.UsageError(f'--{name}: unknown {bad}; known: {list(known)}')
+  overrides = []
+  for item in FLAGS.set:
+    key, sep, value = item.partition('=')
+    if not sep:
+      raise app.UsageError(f'--set {item!r}: expected KEY=VALUE')
+    overrides.append((key, ablation._parse_value(value)))  # pylint: disable=protected-access
+  rows = []
+  for regime in FLAGS.regimes:
+    data_dir = prepare_regime(regime, FLAGS.data_seed, FLAGS.workdir)
+    for model in FLAGS.models:
+      for head in FLAGS.heads:
+        for seed in (int(s) for s in FLAGS.seeds):
+          workdir = os.path.join(FLAGS.workdir, 'runs', f'{regime}_seed{FLAGS.data_seed}',
+                                 model, head, f'seed_{seed}')
+          row = run_one(regime, model, head, seed, FLAGS.steps, FLAGS.eval_every, data_dir,
+                        workdir, overrides)
+          rows.append(row)
+          print(f"[robustness] {regime} {model} {head} seed {seed}: avg mAP 0.1:0.7 "
+                f"{100 * row['avg_0.1:0.7']:.2f}, top-1 {100 * row['top1']:.1f}, "
+                f"AUC(a) {row['fg_auc']:.3f}, plateau {row['plateau_steps']}, "
+                f"a in [{row['fg_min']:.3f}, {row['fg_max']:.3f}] ({row['wall_s']:.0f} s)",
+                flush=True)
+  summary = summarize(rows)
+  command = 'python benchmarks/robustness.py ' + ' '.join(sys.argv[1:])
+  table = markdown(summary, FLAGS.steps, FLAGS.data_seed, command, overrides)
+  print(table)
+  if FLAGS.json:
+    with open(FLAGS.json, 'w', encoding='utf-8') as f:
+      json.dump({'date': datetime.datetime.now().isoformat(timespec='seconds'),
+                 'command': command, 'steps': FLAGS.steps, 'data_seed': FLAGS.data_seed,
+                 'overrides': [[k, v] for k, v in overrides], 'runs': rows,
+                 'summary': summary, 'jax_backend': jax.default_backend()}, f, indent=1)
+  if FLAGS.markdown:
+    with open(FLAGS.markdown, 'w', encoding='utf-8') as f:
+      f.write(table)
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

@@ -71,6 +71,15 @@ def foreground_sparsity(fg_BxT, mask_BxT):
   return _masked_mean(fg_BxT, mask_BxT)
 
 
+def guide_loss(out, mask_BxT):
+  """mean_t |1 - a_t - p_bg(t)| over valid snippets: the foreground attention agrees with the
+  base branch's per-snippet background probability (HAM-Net / CO2-Net's guide loss). The base
+  branch learns p_bg from the video-level targets (every video has background), so a gets a
+  per-snippet target that does not vanish when a does."""
+  p_bg_BxT = jax.nn.softmax(out['cas'], axis=-1)[..., -1]
+  return _masked_mean(jnp.abs(1.0 - out['fg'] - p_bg_BxT), mask_BxT)
+
+
 def diagnostics(out, mask_BxT) -> Dict[str, jnp.ndarray]:
   """Scalars that reveal the failure modes of SPEC §9 (no gradient, logging only).
 
@@ -149,8 +158,10 @@ def total_loss(out, batch, loss_cfg: Any) -> Tuple[jnp.ndarray, Dict[str, jnp.nd
     loss_div = diversity_loss(out['memory_adapted'])
     loss_hom = homogeneity_loss(out['update_attn'], out['update_cos'], out['fg'], mask)
     loss_sp = loss_sp + read_sparsity(out['read_attn'], mask)
+  loss_guide = guide_loss(out, mask)
   loss = (loss_cls + loss_cfg.lambda_div * loss_div + loss_cfg.lambda_hom * loss_hom
-          + loss_cfg.lambda_sp * loss_sp)
-  aux = {'loss_cls': loss_cls, 'loss_div': loss_div, 'loss_hom': loss_hom, 'loss_sp': loss_sp}
+          + loss_cfg.lambda_sp * loss_sp + loss_cfg.lambda_guide * loss_guide)
+  aux = {'loss_cls': loss_cls, 'loss_div': loss_div, 'loss_hom': loss_hom, 'loss_sp': loss_sp,
+         'loss_guide': loss_guide}
   aux.update(diagnostics(out, mask))
   return loss, aux

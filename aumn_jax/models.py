@@ -40,7 +40,7 @@ def topk_mean(s_BxTxC, mask_BxT, ratio):
 
 
 class Embedding(nn.Module):
-  """H = Dropout(ReLU(Conv1D_k3(X))), zero at padded snippets.
+  """H = Dropout(ReLU(Conv1D_k3(X))), zero at padded snippets; also returns H before dropout.
 
   The k=3 convolution has one parameter layout (`conv/kernel` [3, F, D], `conv/bias` [D], as
   nn.Conv) and two exact formulations, chosen per backend for speed (`impl='auto'`):
@@ -52,16 +52,23 @@ class Embedding(nn.Module):
   dim: int
   dropout: float
   impl: str = 'auto'  # 'auto' | 'conv' | 'gemm'
+  input_norm: str = 'none'  # 'none' | 'center' | 'layernorm'
 
   @nn.compact
   def __call__(self, x_BxTxF, mask_BxT, train):
     m = mask_BxT[..., None]
     # where, not multiply: garbage in padding (even NaN/Inf) must not leak into the conv.
     x_BxTxF = jnp.where(m > 0, x_BxTxF, 0.0)
+    if self.input_norm == 'center':
+      x_BxTxF = memory.center(x_BxTxF, mask_BxT)
+    elif self.input_norm == 'layernorm':
+      x_BxTxF = nn.LayerNorm(use_bias=False, use_scale=False)(x_BxTxF) * m
+    elif self.input_norm != 'none':
+      raise ValueError(f'model.input_norm={self.input_norm!r}: not one of none, center, '
+                       'layernorm')
     h = _Conv1D3(self.dim, self.impl, name='conv')(x_BxTxF)
-    h = nn.relu(h)
-    h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    return h * m
+    h = nn.relu(h) * m
+    return nn.Dropout(self.dropout, deterministic=not train)(h), h
 
 
 class _Conv1D3(nn.Module):
@@ -90,17 +97,48 @@ class _Conv1D3(nn.Module):
 
 
 class _Skeleton(nn.Module):
-  """Shared by both heads: embedding + foreground attention a = sigmoid(Conv1D_k1(H))."""
+  """Shared by both heads: embedding + foreground attention a = sigmoid(Conv1D_k1(H)).
+
+  fg_norm='center': the attention layer sees each snippet relative to its video, H - mean_t H
+  (memory.center). H >= 0 (ReLU), so d logit / d w = H_t has the same sign in every dimension
+  and snippet: one consistent push (the suppressed branch's background column early in
+  training) moves all D weights the same way under Adam's normalised steps, shifting every
+  logit by ~lr * sum_d H_td per step — a died in ~20 steps at D 256 and saturated at D 2048.
+  Centred, the weights can only move a *within* a video; its level is the bias alone
+  (docs/method.md §7).
+  """
   dim: int
   dropout: float
   fg_bias_init: float
+  fg_norm: str = 'none'
+  fg_input: str = 'dropped'
+  fg_hidden: int = 512
+  input_norm: str = 'none'
 
   @nn.compact
   def __call__(self, x_BxTxF, mask_BxT, train):
-    h_BxTxD = Embedding(self.dim, self.dropout, name='embedding')(x_BxTxF, mask_BxT, train)
+    h_BxTxD, h_clean = Embedding(self.dim, self.dropout, input_norm=self.input_norm,
+                                 name='embedding')(x_BxTxF, mask_BxT, train)
+    if self.fg_input == 'dropped':      # H after dropout (SPEC §2 as written)
+      fg_in = h_BxTxD
+    elif self.fg_input == 'embedding':  # H before dropout: a is not trained on 30 % of H
+      fg_in = h_clean
+    elif self.fg_input == 'features':   # BaS-Net's filtering module, on the input X
+      x = jnp.where(mask_BxT[..., None] > 0, x_BxTxF, 0.0)
+      fg_in = nn.leaky_relu(nn.Dense(self.fg_hidden, name='fg_filter')(x), 0.2)
+      fg_in = fg_in * mask_BxT[..., None]
+    else:
+      raise ValueError(f"model.fg_input={self.fg_input!r}: not one of dropped, embedding, "
+                       "features")
+    if self.fg_norm == 'center':
+      fg_in = memory.center(fg_in, mask_BxT)
+    elif self.fg_norm == 'layernorm':
+      fg_in = nn.LayerNorm(use_bias=False, use_scale=False)(fg_in) * mask_BxT[..., None]
+    elif self.fg_norm != 'none':
+      raise ValueError(f'model.fg_norm={self.fg_norm!r}: not one of none, center, layernorm')
     # A k=1 conv is a Dense over the feature axis.
     fg_logit = nn.Dense(1, bias_init=nn.initializers.constant(self.fg_bias_init),
-                        name='fg_attention')(h_BxTxD)[..., 0]
+                        name='fg_attention')(fg_in)[..., 0]
     fg_BxT = nn.sigmoid(fg_logit) * mask_BxT
     return h_BxTxD, fg_BxT
 
@@ -122,12 +160,16 @@ class MILNet(nn.Module):
   dropout: float
   topk_ratio: int
   fg_bias_init: float = 0.0
+  fg_norm: str = 'none'
+  fg_input: str = 'dropped'
+  input_norm: str = 'none'
   classifier_bias: bool = True
 
   @nn.compact
   def __call__(self, x_BxTxF, mask_BxT, train=False):
     mask_BxT = mask_BxT.astype(jnp.float32)
-    h, fg = _Skeleton(self.dim, self.dropout, self.fg_bias_init, name='skeleton')(
+    h, fg = _Skeleton(self.dim, self.dropout, self.fg_bias_init, self.fg_norm,
+                      self.fg_input, input_norm=self.input_norm, name='skeleton')(
         x_BxTxF, mask_BxT, train)
     hw = nn.Dense(self.num_classes + 1, use_bias=False, name='classifier')(h)
     bias_C = 0.0
@@ -152,13 +194,17 @@ class AUMN(nn.Module):
   momentum: float           # eta of the stored-bank update
   center_features: bool = False
   fg_bias_init: float = 0.0
+  fg_norm: str = 'none'
+  fg_input: str = 'dropped'
+  input_norm: str = 'none'
   classifier_bias: bool = True
 
   @nn.compact
   def __call__(self, x_BxTxF, mask_BxT, train=False):
     mask_BxT = mask_BxT.astype(jnp.float32)
     L, D, C1 = self.num_units, self.dim, self.num_classes + 1
-    h, fg = _Skeleton(self.dim, self.dropout, self.fg_bias_init, name='skeleton')(
+    h, fg = _Skeleton(self.dim, self.dropout, self.fg_bias_init, self.fg_norm,
+                      self.fg_input, input_norm=self.input_norm, name='skeleton')(
         x_BxTxF, mask_BxT, train)
     bank = self.variable('memory', 'bank',
                          lambda: memory.init_bank(self.make_rng('params'), L, D))
@@ -215,10 +261,13 @@ def create_model(config: Any, num_classes: int) -> nn.Module:
   if mc.head == 'mil':
     return MILNet(num_classes=num_classes, dim=mc.dim, dropout=mc.dropout,
                   topk_ratio=mc.topk_ratio, fg_bias_init=mc.fg_bias_init,
-                  classifier_bias=mc.classifier_bias)
+                  fg_norm=mc.fg_norm, fg_input=mc.fg_input,
+                  input_norm=mc.input_norm, classifier_bias=mc.classifier_bias)
   if mc.head == 'aumn':
     return AUMN(num_classes=num_classes, dim=mc.dim, num_units=mc.num_units,
                 dropout=mc.dropout, tau=mc.tau, tau_u=mc.tau_u, topk_ratio=mc.topk_ratio,
                 momentum=config.memory.momentum, center_features=mc.center_features,
-                fg_bias_init=mc.fg_bias_init, classifier_bias=mc.classifier_bias)
+                fg_bias_init=mc.fg_bias_init, fg_norm=mc.fg_norm,
+                fg_input=mc.fg_input, input_norm=mc.input_norm,
+                classifier_bias=mc.classifier_bias)
   raise ValueError(f"config.model.head: unknown head {mc.head!r} (expected 'aumn' or 'mil')")

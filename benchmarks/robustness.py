@@ -1,6 +1,7 @@
 """Training on data it was never tuned on: both heads, both model sizes, a battery of regimes.
 
-Run:  python benchmarks/robustness.py [--regimes thumos,fewvideo,partial,fewvideo_partial,activitynet]
+Run:  python benchmarks/robustness.py [--regimes thumos,fewvideo,partial,fewvideo_partial,
+          activitynet]
           [--heads mil,aumn] [--models small,thumos] [--seeds 0,1,2] [--data_seed 1]
           [--steps 300] [--eval_every 0] [--workdir /tmp/aumn_robustness]
           [--json OUT] [--markdown OUT.md] [--set KEY=VALUE ...]

@@ -99,11 +99,20 @@ class Skeleton(nn.Module):
   """
 
   def __init__(self, feature_dim: int, dim: int, dropout: float, fg_bias_init: float = 0.0,
-               conv_impl: str = 'conv'):
+               conv_impl: str = 'conv', input_norm: str = 'none', fg_input: str = 'dropped',
+               fg_norm: str = 'none'):
     super().__init__()
     if conv_impl not in ('conv', 'gemm'):
       raise ValueError(f'conv_impl={conv_impl!r}: not one of conv, gemm')
+    # The twin covers the formulations in use; others are refused, never silently different.
+    if input_norm not in ('none', 'layernorm'):
+      raise ValueError(f'model.input_norm={input_norm!r}: the PyTorch twin implements none, '
+                       'layernorm')
+    if fg_input not in ('dropped', 'embedding'):
+      raise ValueError(f'model.fg_input={fg_input!r}: the PyTorch twin implements dropped, '
+                       'embedding')
     self.conv_impl = conv_impl
+    self.input_norm, self.fg_input, self.fg_norm = input_norm, fg_input, fg_norm
     self.conv = nn.Conv1d(feature_dim, dim, kernel_size=3, padding=1)
     self.dropout = nn.Dropout(dropout)
     self.fg_attention = nn.Linear(dim, 1)   # a k=1 Conv1d, on [B, T, D]
@@ -115,6 +124,8 @@ class Skeleton(nn.Module):
   def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     m = mask.unsqueeze(-1)
     x = torch.where(m > 0, x, 0.0)   # garbage (even NaN) in padding never reaches the conv
+    if self.input_norm == 'layernorm':  # flax nn.LayerNorm: eps 1e-6, no scale, no bias
+      x = F.layer_norm(x, x.shape[-1:], eps=1e-6) * m
     if self.conv_impl == 'conv':
       h = self.conv(x.transpose(1, 2)).transpose(1, 2)
     else:   # weight[:, :, k] multiplies x[t - 1 + k]
@@ -122,8 +133,14 @@ class Skeleton(nn.Module):
       shifted = torch.cat([xp[:, :-2], xp[:, 1:-1], xp[:, 2:]], -1)
       w = self.conv.weight.permute(2, 1, 0).reshape(-1, self.conv.out_channels)
       h = torch.addmm(self.conv.bias, shifted.flatten(0, 1), w).unflatten(0, x.shape[:2])
-    h = self.dropout(F.relu(h)) * m
-    fg = torch.sigmoid(self.fg_attention(h).squeeze(-1)) * mask
+    h_clean = F.relu(h) * m
+    h = self.dropout(h_clean)
+    fg_in = h_clean if self.fg_input == 'embedding' else h
+    if self.fg_norm == 'center':
+      fg_in = center(fg_in, mask)
+    elif self.fg_norm == 'layernorm':
+      fg_in = F.layer_norm(fg_in, fg_in.shape[-1:], eps=1e-6) * m
+    fg = torch.sigmoid(self.fg_attention(fg_in).squeeze(-1)) * mask
     return h, fg
 
 
@@ -138,10 +155,11 @@ class MILNet(nn.Module):
 
   def __init__(self, num_classes: int, feature_dim: int, dim: int, dropout: float,
                topk_ratio: int, fg_bias_init: float = 0.0, classifier_bias: bool = True,
-               conv_impl: str = 'conv'):
+               conv_impl: str = 'conv', **skeleton_options):
     super().__init__()
     self.topk_ratio = topk_ratio
-    self.skeleton = Skeleton(feature_dim, dim, dropout, fg_bias_init, conv_impl)
+    self.skeleton = Skeleton(feature_dim, dim, dropout, fg_bias_init, conv_impl,
+                             **skeleton_options)
     self.classifier = nn.Linear(dim, num_classes + 1, bias=False)
     _lecun_normal_(self.classifier.weight, dim)
     # A separate bias: S(a*H) = a * (H W) + b, so both branches share one matmul.
@@ -165,12 +183,13 @@ class AUMN(nn.Module):
   def __init__(self, num_classes: int, feature_dim: int, dim: int, num_units: int,
                dropout: float, tau: float, tau_u: float, topk_ratio: int, momentum: float,
                center_features: bool = False, fg_bias_init: float = 0.0,
-               classifier_bias: bool = True, conv_impl: str = 'conv'):
+               classifier_bias: bool = True, conv_impl: str = 'conv', **skeleton_options):
     super().__init__()
     self.tau, self.tau_u, self.topk_ratio = tau, tau_u, topk_ratio
     self.momentum, self.center_features = momentum, center_features
     c1 = num_classes + 1
-    self.skeleton = Skeleton(feature_dim, dim, dropout, fg_bias_init, conv_impl)
+    self.skeleton = Skeleton(feature_dim, dim, dropout, fg_bias_init, conv_impl,
+                             **skeleton_options)
     # No biases on the projections: a bias is a direction every snippet shares.
     self.update_key = nn.Linear(dim, dim, bias=False)     # Wk
     self.update_query = nn.Linear(dim, dim, bias=False)   # Wq
@@ -233,7 +252,8 @@ def create_model(config: Any, num_classes: int, conv_impl: str = 'conv') -> nn.M
   mc = config.model
   common = dict(num_classes=num_classes, feature_dim=config.data.feature_dim, dim=mc.dim,
                 dropout=mc.dropout, topk_ratio=mc.topk_ratio, fg_bias_init=mc.fg_bias_init,
-                classifier_bias=mc.classifier_bias, conv_impl=conv_impl)
+                classifier_bias=mc.classifier_bias, conv_impl=conv_impl,
+                input_norm=mc.input_norm, fg_input=mc.fg_input, fg_norm=mc.fg_norm)
   if mc.head == 'mil':
     return MILNet(**common)
   if mc.head == 'aumn':
@@ -331,6 +351,12 @@ def diagnostics(out, mask) -> Dict[str, torch.Tensor]:
   return diag
 
 
+def guide_loss(out, mask):
+  """mean_t |1 - a_t - p_bg(t)| over valid snippets (base branch's background probability)."""
+  p_bg = torch.softmax(out['cas'], -1)[..., -1]
+  return _masked_mean((1.0 - out['fg'] - p_bg).abs(), mask)
+
+
 def total_loss(out, labels, mask, loss_cfg: Any) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
   """L = L_cls + lambda_div L_div + lambda_hom L_hom + lambda_sp L_sp, and the logged terms."""
   mask = mask.float()
@@ -342,10 +368,12 @@ def total_loss(out, labels, mask, loss_cfg: Any) -> Tuple[torch.Tensor, Dict[str
     loss_div = diversity_loss(out['memory_adapted'])
     loss_hom = homogeneity_loss(out['update_attn'], out['update_cos'], out['fg'], mask)
     loss_sp = loss_sp + read_sparsity(out['read_attn'], mask)
+  loss_guide = guide_loss(out, mask)
   loss = (loss_cls + loss_cfg.lambda_div * loss_div + loss_cfg.lambda_hom * loss_hom
-          + loss_cfg.lambda_sp * loss_sp)
+          + loss_cfg.lambda_sp * loss_sp + loss_cfg.lambda_guide * loss_guide)
   aux = {'loss_cls': loss_cls.detach(), 'loss_div': loss_div.detach(),
-         'loss_hom': loss_hom.detach(), 'loss_sp': loss_sp.detach()}
+         'loss_hom': loss_hom.detach(), 'loss_sp': loss_sp.detach(),
+         'loss_guide': loss_guide.detach()}
   aux.update(diagnostics(out, mask))
   return loss, aux
 

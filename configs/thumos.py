@@ -45,6 +45,11 @@ def get_config() -> ml_collections.ConfigDict:
       # the measured-healthy memory; SPEC's literal v2 is tau_u=0.1, center_features=False.
       center_features=True,       # subtract each video's masked mean of H before Wk, U and Qr
       fg_bias_init=0.0,           # initial bias of the foreground-attention layer (a = sigmoid)
+      # Skeleton (issue 9; evidence in docs/method.md §7, chosen on the validation battery,
+      # data seed 1). SPEC §2 as written is input_norm='none'.
+      input_norm='layernorm',     # X before the conv: 'none' | 'layernorm' (per snippet) | 'center'
+      fg_input='dropped',         # a reads: H after dropout | 'embedding' (before) | 'features'
+      fg_norm='none',             # a's layer input: 'none' | 'center' (H - mean_t H) | 'layernorm'
       classifier_bias=True,       # bias b / b_l of the class classifiers (BaS-Net has none)
   ))
 
@@ -56,6 +61,7 @@ def get_config() -> ml_collections.ConfigDict:
       lambda_div=1.0,
       lambda_hom=0.1,
       lambda_sp=0.1,
+      lambda_guide=0.8,           # mean |1 - a - p_bg| (base branch): keeps a alive, §7
   ))
 
   c.optim = ml_collections.ConfigDict(dict(

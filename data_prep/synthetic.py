@@ -1,7 +1,7 @@
 """Synthetic I3D-like feature dumps in the real UM and W-TALC layouts (SPEC §1).
 
-  python -m data_prep.synthetic --out DIR --layout {um,wtalc} --preset {tiny,thumos,activitynet}
-      [--seed N] [--annotations GT] [--noise X]
+  python -m data_prep.synthetic --out DIR --layout {um,wtalc}
+      --preset {tiny,thumos,activitynet,fewvideo,partial} [--seed N] [--annotations GT] [--noise X]
 
 Holds the generator of action-unit structured features, the presets, and writers of both public
 layouts with their real annotation files, so that `python -m data_prep.build` reads synthetic
@@ -21,6 +21,13 @@ The world being simulated (every number is a FeatureParams field):
   I3D features; the noise is temporally smoothed; features are float32 and non-negative.
 Instances: THUMOS-like presets have many short instances (median ~3 s) covering ~30 % of a
 video, 1-2 classes per video; the ActivityNet-like preset has 1-3 long instances of one class.
+
+The battery of data regimes (benchmarks/robustness.py, docs/method.md §7) adds two presets:
+`fewvideo` keeps 60 / 40 videos (every class in each split) and clips each to the 300-snippet
+window holding the most annotated time — meant for `--annotations` on the real THUMOS14 gt.json
+(~36-38 % action snippets, real instance lengths); `partial` makes action units differ only
+partly from the scene (the scene stays at 90 % during an action, units at half strength, strong
+per-video gains, no norm cue). Their subsampling and clipping apply to --annotations plans too.
 
 --annotations GT takes videos, durations, classes and instances from real annotation files
 (a UM/ACM-Net gt.json, or a W-TALC <Name>-Annotations directory): features are generated for
@@ -616,7 +623,8 @@ def generate(out_dir: str, layout: str, preset: str, seed: int = 0,
   Args:
     out_dir: created; may exist if empty.
     layout: 'um' or 'wtalc'.
-    preset: 'tiny', 'thumos' or 'activitynet' (with `annotations`: only the feature params).
+    preset: a PRESETS name (with `annotations`: the feature params, and the preset's
+      subsampling / clipping if it has them).
     seed: everything is a function of it.
     annotations: real annotation files to take videos, classes and instances from (a gt.json
       or a W-TALC <Name>-Annotations dir) instead of generating them.

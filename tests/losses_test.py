@@ -14,8 +14,9 @@ B, T, L, D, C = 2, 5, 3, 4, 2
 C1 = C + 1
 
 
-def _cfg(div=1.0, hom=0.1, sp=0.1):
-  return ml_collections.ConfigDict(dict(lambda_div=div, lambda_hom=hom, lambda_sp=sp))
+def _cfg(div=1.0, hom=0.1, sp=0.1, guide=0.3):
+  return ml_collections.ConfigDict(dict(lambda_div=div, lambda_hom=hom, lambda_sp=sp,
+                                        lambda_guide=guide))
 
 
 @jax.jit
@@ -76,7 +77,14 @@ def _reference(out, batch):
       if m[b, t]:
         fg_sum += out['fg'][b, t]
         n_valid += 1
-  ref = {'loss_cls': cls, 'loss_sp': fg_sum / n_valid, 'loss_div': 0.0, 'loss_hom': 0.0}
+  guide = 0.0
+  for b in range(B):
+    for t in range(T):
+      if m[b, t]:
+        p_bg = _softmax(out['cas'][b, t])[-1]
+        guide += abs(1.0 - out['fg'][b, t] - p_bg)
+  ref = {'loss_cls': cls, 'loss_sp': fg_sum / n_valid, 'loss_div': 0.0, 'loss_hom': 0.0,
+         'loss_guide': guide / n_valid}
   if 'read_attn' not in out:
     return ref
 
@@ -120,22 +128,23 @@ def test_terms_match_numpy_reference(head):
   ref = _reference(out, batch)
   for k, v in ref.items():
     np.testing.assert_allclose(float(aux[k]), v, rtol=1e-5, atol=1e-6, err_msg=k)
-  want = ref['loss_cls'] + 1.0 * ref['loss_div'] + 0.1 * ref['loss_hom'] + 0.1 * ref['loss_sp']
+  want = (ref['loss_cls'] + 1.0 * ref['loss_div'] + 0.1 * ref['loss_hom'] + 0.1 * ref['loss_sp']
+          + 0.3 * ref['loss_guide'])
   np.testing.assert_allclose(float(loss), want, rtol=1e-5)
   if head == 'mil':
     assert float(aux['loss_div']) == 0.0 and float(aux['loss_hom']) == 0.0
 
 
-@pytest.mark.parametrize('term', ['div', 'hom', 'sp'])
+@pytest.mark.parametrize('term', ['div', 'hom', 'sp', 'guide'])
 def test_each_lambda_zero_drops_its_term(term):
   out, batch = _hand_made()
   full, aux = _loss(out, batch, _cfg())
   off, _ = _loss(out, batch, _cfg(**{term: 0.0}))
-  weight = {'div': 1.0, 'hom': 0.1, 'sp': 0.1}[term]
+  weight = {'div': 1.0, 'hom': 0.1, 'sp': 0.1, 'guide': 0.3}[term]
   np.testing.assert_allclose(float(off), float(full) - weight * float(aux['loss_' + term]),
                              rtol=1e-6)
   assert abs(float(aux['loss_' + term])) > 1e-3    # the term was really there
-  only_cls, _ = _loss(out, batch, _cfg(0.0, 0.0, 0.0))
+  only_cls, _ = _loss(out, batch, _cfg(0.0, 0.0, 0.0, 0.0))
   np.testing.assert_allclose(float(only_cls), float(aux['loss_cls']), rtol=1e-6)
 
 
@@ -144,7 +153,7 @@ def test_aux_keys_fixed_per_head():
   mil, batch = _hand_made('mil')
   _, aux_a = _loss(aumn, batch, _cfg())
   _, aux_m = _loss(mil, batch, _cfg())
-  base = {'loss_cls', 'loss_div', 'loss_hom', 'loss_sp',
+  base = {'loss_cls', 'loss_div', 'loss_hom', 'loss_sp', 'loss_guide',
           'diag_fg_mean', 'diag_bg_prob_action', 'diag_bg_prob_background'}
   assert set(aux_m) == base
   assert set(aux_a) == base | {

@@ -260,8 +260,8 @@ def test_embedding_conv_and_gemm_formulations_agree():
   variables = conv.init(jax.random.PRNGKey(0), x, mask, False)
   assert jax.tree.map(jnp.shape, variables) == jax.tree.map(
       jnp.shape, gemm.init(jax.random.PRNGKey(0), x, mask, False))
-  np.testing.assert_allclose(conv.apply(variables, x, mask, False),
-                             gemm.apply(variables, x, mask, False), atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(conv.apply(variables, x, mask, False)[0],
+                             gemm.apply(variables, x, mask, False)[0], atol=1e-5, rtol=1e-5)
   # nn.Conv's layout, initialisation and result: checkpoints and the PyTorch transfer hold.
 
   class NnConv(flax.linen.Module):
@@ -273,5 +273,5 @@ def test_embedding_conv_and_gemm_formulations_agree():
   np.testing.assert_array_equal(variables['params']['conv']['kernel'],
                                 reference['params']['conv']['kernel'])
   h = NnConv().apply(reference, x * mask[..., None])
-  np.testing.assert_allclose(conv.apply(variables, x, mask, False),
+  np.testing.assert_allclose(conv.apply(variables, x, mask, False)[0],
                              jnp.maximum(h, 0) * mask[..., None], atol=1e-5, rtol=1e-5)

@@ -1,0 +1,29 @@
+"""benchmarks/robustness.py's metrics against independent computations."""
+import numpy as np
+
+from benchmarks import robustness
+
+
+def _pairwise_auc(scores, positive):
+  pos, neg = scores[positive], scores[~positive]
+  wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+  return wins / (len(pos) * len(neg))
+
+
+def test_auc_equals_the_pairwise_definition_with_ties():
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    n = int(rng.integers(2, 60))
+    scores = rng.integers(0, 6, n).astype(np.float64)   # many ties
+    positive = rng.random(n) < 0.4
+    if positive.all() or not positive.any():
+      continue
+    np.testing.assert_allclose(robustness.auc(scores, positive),
+                               _pairwise_auc(scores, positive), rtol=1e-12)
+  assert np.isnan(robustness.auc(np.ones(3), np.ones(3, bool)))
+
+
+def test_plateau_counts_logged_steps_outside_the_band_from_step_20():
+  trace = [(10, 0.01), (20, 0.02), (30, 0.5), (40, 0.97), (50, 0.95), (60, 0.05)]
+  # step 10 is before the window; 20 and 40 are outside [0.05, 0.95]; the edges are inside.
+  assert robustness.plateau_steps(trace) == 2 * robustness.LOG_EVERY

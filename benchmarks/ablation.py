@@ -93,7 +93,18 @@ def _parse_value(text: str) -> Any:
     return text
 
 
-def _apply(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
+def parse_overrides(items: Sequence[str]) -> list[tuple[str, Any]]:
+  """--set KEY=VALUE items -> [(key, value)], values parsed as JSON where they are JSON."""
+  overrides = []
+  for item in items:
+    key, sep, value = item.partition('=')
+    if not sep:
+      raise app.UsageError(f'--set {item!r}: expected KEY=VALUE')
+    overrides.append((key, _parse_value(value)))
+  return overrides
+
+
+def apply_override(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
   node = config
   *parents, leaf = key.split('.')
   for name in parents:
@@ -115,7 +126,7 @@ def make_config(variant: str, seed: int, steps: int,
   config.checkpoint_every_steps = steps
   config.log_every_steps = min(config.log_every_steps, steps)
   for key, value in list(VARIANTS[variant].items()) + list(overrides):
-    _apply(config, key, value)
+    apply_override(config, key, value)
   return config
 
 
@@ -218,12 +229,7 @@ def main(argv):
   unknown = [v for v in FLAGS.variants if v not in VARIANTS]
   if unknown:
     raise app.UsageError(f'--variants: unknown {unknown}; known: {list(VARIANTS)}')
-  overrides = []
-  for item in FLAGS.set:
-    key, sep, value = item.partition('=')
-    if not sep:
-      raise app.UsageError(f'--set {item!r}: expected KEY=VALUE')
-    overrides.append((key, _parse_value(value)))
+  overrides = parse_overrides(FLAGS.set)
   seeds = [int(s) for s in FLAGS.seeds]
   rows = []
   for variant in FLAGS.variants:

@@ -128,7 +128,7 @@ def make_config(model: str, head: str, seed: int, steps: int, eval_every: int, d
   config.log_every_steps = LOG_EVERY
   config.evaluation.num_plots = 0
   for key, value in overrides:
-    ablation._apply(config, key, value)  # pylint: disable=protected-access
+    ablation.apply_override(config, key, value)
   return config
 
 
@@ -166,15 +166,16 @@ def auc(scores: np.ndarray, positive: np.ndarray) -> float:
   return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def fg_trace(workdir: str) -> list[tuple[int, float]]:
-  """(step, mean a) of every logged training line of a run."""
-  trace = []
+def read_curves(workdir: str) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+  """(step, mean a) of every logged training line and (step, average mAP) of every eval."""
+  trace, evals = [], []
   with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
-    for line in f:
-      row = json.loads(line)
+    for row in map(json.loads, f):
       if 'diag_fg_mean' in row:
         trace.append((int(row['step']), float(row['diag_fg_mean'])))
-  return trace
+      if 'average_map' in row:
+        evals.append((int(row['step']), float(row['average_map'])))
+  return trace, evals
 
 
 def plateau_steps(trace: Sequence[tuple[int, float]]) -> int:
@@ -190,13 +191,7 @@ def run_one(regime, model, head, seed, steps, eval_every, data_dir, workdir, ove
   outputs, split = ablation.predict_final(config, workdir)
   tious = [float(t) for t in summary['tiou_thresholds']]
   maps = [float(m) for m in summary['map']]
-  trace = fg_trace(workdir)
-  evals = []
-  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
-    for line in f:
-      row = json.loads(line)
-      if 'average_map' in row:
-        evals.append((int(row['step']), float(row['average_map'])))
+  trace, evals = read_curves(workdir)
   after = [a for s, a in trace if s >= PLATEAU_FROM]
   return {
       'regime': regime, 'model': model, 'head': head, 'seed': seed, 'steps': steps,
@@ -253,12 +248,7 @@ def main(argv):
     bad = [v for v in values if v not in known]
     if bad:
       raise app.UsageError(f'--{name}: unknown {bad}; known: {list(known)}')
-  overrides = []
-  for item in FLAGS.set:
-    key, sep, value = item.partition('=')
-    if not sep:
-      raise app.UsageError(f'--set {item!r}: expected KEY=VALUE')
-    overrides.append((key, ablation._parse_value(value)))  # pylint: disable=protected-access
+  overrides = ablation.parse_overrides(FLAGS.set)
   rows = []
   for regime in FLAGS.regimes:
     data_dir = prepare_regime(regime, FLAGS.data_seed, FLAGS.workdir)

@@ -75,7 +75,8 @@ def guide_loss(out, mask_BxT):
   """mean_t |1 - a_t - p_bg(t)| over valid snippets: the foreground attention agrees with the
   base branch's per-snippet background probability (HAM-Net / CO2-Net's guide loss). The base
   branch learns p_bg from the video-level targets (every video has background), so a gets a
-  per-snippet target that does not vanish when a does."""
+  per-snippet target that does not vanish when a does. No stop-gradient, as in those codes:
+  the term also pulls the base branch's background column toward 1 - a."""
   p_bg_BxT = jax.nn.softmax(out['cas'], axis=-1)[..., -1]
   return _masked_mean(jnp.abs(1.0 - out['fg'] - p_bg_BxT), mask_BxT)
 
@@ -137,15 +138,18 @@ def diagnostics(out, mask_BxT) -> Dict[str, jnp.ndarray]:
 
 
 def total_loss(out, batch, loss_cfg: Any) -> Tuple[jnp.ndarray, Dict[str, jnp.ndarray]]:
-  """L = L_cls + lambda_div L_div + lambda_hom L_hom + lambda_sp L_sp (SPEC §3).
+  """L = L_cls + lambda_div L_div + lambda_hom L_hom + lambda_sp L_sp + lambda_guide L_guide.
+
+  SPEC §3 plus the guide loss (docs/method.md §7).
 
   Args:
     out: model outputs (models.py); the memory terms need the 'aumn' head's keys.
     batch: needs 'labels' [B, C] and 'mask' [B, T].
-    loss_cfg: config.loss (lambda_div, lambda_hom, lambda_sp).
+    loss_cfg: config.loss (lambda_div, lambda_hom, lambda_sp, lambda_guide).
 
   Returns:
-    (loss, aux): aux holds loss_cls, loss_div, loss_hom, loss_sp and the diag_* scalars. For
+    (loss, aux): aux holds loss_cls, loss_div, loss_hom, loss_sp, loss_guide and the diag_*
+    scalars. For
     head='mil' loss_div = loss_hom = 0, loss_sp is the foreground L1 alone, and the memory
     diagnostics are absent.
   """

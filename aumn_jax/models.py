@@ -22,6 +22,11 @@ import jax.numpy as jnp
 
 from aumn_jax import memory
 
+# The skeleton's switchable forms (config.model.input_norm / fg_input / fg_norm; docs/method.md §7).
+INPUT_NORMS = ('none', 'layernorm', 'center')
+FG_INPUTS = ('dropped', 'embedding', 'features')
+FG_NORMS = ('none', 'center', 'layernorm')
+
 
 def topk_mean(s_BxTxC, mask_BxT, ratio):
   """Per class, mean of the top-k of s over VALID t, k = max(1, floor(T_valid / ratio)).
@@ -64,8 +69,7 @@ class Embedding(nn.Module):
     elif self.input_norm == 'layernorm':
       x_BxTxF = nn.LayerNorm(use_bias=False, use_scale=False)(x_BxTxF) * m
     elif self.input_norm != 'none':
-      raise ValueError(f'model.input_norm={self.input_norm!r}: not one of none, center, '
-                       'layernorm')
+      raise ValueError(f'config.model.input_norm={self.input_norm!r}: not one of {INPUT_NORMS}')
     h = _Conv1D3(self.dim, self.impl, name='conv')(x_BxTxF)
     h = nn.relu(h) * m
     return nn.Dropout(self.dropout, deterministic=not train)(h), h
@@ -123,19 +127,19 @@ class _Skeleton(nn.Module):
       fg_in = h_BxTxD
     elif self.fg_input == 'embedding':  # H before dropout: a is not trained on 30 % of H
       fg_in = h_clean
-    elif self.fg_input == 'features':   # BaS-Net's filtering module, on the input X
+    elif self.fg_input == 'features':   # BaS-Net's filtering module, on the raw input X
+      # (before input_norm; width fg_hidden, a module field only)
       x = jnp.where(mask_BxT[..., None] > 0, x_BxTxF, 0.0)
       fg_in = nn.leaky_relu(nn.Dense(self.fg_hidden, name='fg_filter')(x), 0.2)
       fg_in = fg_in * mask_BxT[..., None]
     else:
-      raise ValueError(f"model.fg_input={self.fg_input!r}: not one of dropped, embedding, "
-                       "features")
+      raise ValueError(f'config.model.fg_input={self.fg_input!r}: not one of {FG_INPUTS}')
     if self.fg_norm == 'center':
       fg_in = memory.center(fg_in, mask_BxT)
     elif self.fg_norm == 'layernorm':
       fg_in = nn.LayerNorm(use_bias=False, use_scale=False)(fg_in) * mask_BxT[..., None]
     elif self.fg_norm != 'none':
-      raise ValueError(f'model.fg_norm={self.fg_norm!r}: not one of none, center, layernorm')
+      raise ValueError(f'config.model.fg_norm={self.fg_norm!r}: not one of {FG_NORMS}')
     # A k=1 conv is a Dense over the feature axis.
     fg_logit = nn.Dense(1, bias_init=nn.initializers.constant(self.fg_bias_init),
                         name='fg_attention')(fg_in)[..., 0]

@@ -31,6 +31,7 @@ from aumn_jax import evaluation
 from aumn_jax import input_pipeline
 from aumn_jax import localization
 from aumn_jax import metric_writer
+from aumn_jax import models
 from aumn_jax import parallel
 from aumn_jax import plotting
 from aumn_jax import train_step as train_step_lib
@@ -57,6 +58,10 @@ def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
       (config.model.tau > 0 and config.model.tau_u > 0, 'config.model.tau/tau_u must be > 0'),
       (0.0 <= config.model.dropout < 1.0, 'config.model.dropout must be in [0, 1)'),
   ]
+  for key, known in (('input_norm', models.INPUT_NORMS), ('fg_input', models.FG_INPUTS),
+                     ('fg_norm', models.FG_NORMS)):
+    value = config.model[key]
+    checks.append((value in known, f'config.model.{key}={value!r}: not one of {known}'))
   for ok, message in checks:
     if not ok:
       raise TrainingError(message)

@@ -90,7 +90,8 @@ def _lecun_normal_(tensor: torch.Tensor, fan_in: int) -> torch.Tensor:
 # Modules.
 
 class Skeleton(nn.Module):
-  """H = Dropout(ReLU(Conv1D_k3(X))) zeroed at padding; a = sigmoid(Linear(H)) zeroed at padding.
+  """H = Dropout(ReLU(Conv1D_k3(norm(X)))) zeroed at padding; a = sigmoid(Linear(.)) of H (or H
+  before dropout, centred or layer-normed: model.fg_input / fg_norm) zeroed at padding.
 
   conv_impl 'conv' is the idiomatic nn.Conv1d (the baseline); 'gemm' computes the same conv as
   one matmul over the three shifted copies of X ([B, T, 3F] @ [3F, D]), which is what
@@ -111,6 +112,9 @@ class Skeleton(nn.Module):
     if fg_input not in ('dropped', 'embedding'):
       raise ValueError(f'model.fg_input={fg_input!r}: the PyTorch twin implements dropped, '
                        'embedding')
+    if fg_norm not in ('none', 'center', 'layernorm'):
+      raise ValueError(f'model.fg_norm={fg_norm!r}: the PyTorch twin implements none, center, '
+                       'layernorm')
     self.conv_impl = conv_impl
     self.input_norm, self.fg_input, self.fg_norm = input_norm, fg_input, fg_norm
     self.conv = nn.Conv1d(feature_dim, dim, kernel_size=3, padding=1)
@@ -358,7 +362,8 @@ def guide_loss(out, mask):
 
 
 def total_loss(out, labels, mask, loss_cfg: Any) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-  """L = L_cls + lambda_div L_div + lambda_hom L_hom + lambda_sp L_sp, and the logged terms."""
+  """L = L_cls + lambda_div L_div + lambda_hom L_hom + lambda_sp L_sp + lambda_guide L_guide,
+  and the logged terms."""
   mask = mask.float()
   zero = torch.zeros((), device=mask.device)
   loss_cls = classification_loss(out, labels)

@@ -329,6 +329,10 @@ def transform_plan(plan: Plan, preset: Preset, seed: int) -> Plan:
   time (the earliest such window); instances are cut to it (a piece shorter than 0.2 s is
   dropped) and shifted to the window's start. The annotation files are then written anew
   (never copied): they describe the transformed videos.
+
+  Raises:
+    DataError: a clip that loses a video's every instance, or a class's last instance in a
+      split (e.g. the real THUMOS14 gt.json with seed 29): one line naming the seed.
   """
   if preset.subsample is None and preset.clip_snippets is None:
     return plan
@@ -354,6 +358,17 @@ def transform_plan(plan: Plan, preset: Preset, seed: int) -> Plan:
     videos = [v for i, v in enumerate(videos) if i in keep]
   if preset.clip_snippets is not None:
     videos = [_clip_video(v, preset.clip_snippets) for v in videos]
+    empty = [v.video_id for v in videos if not len(v.labels)]
+    if empty:
+      raise DataError('--seed', f'{seed}: clipping {empty[0]} to {preset.clip_snippets} '
+                      'snippets left none of its instances; use another seed')
+  if preset.subsample is not None:
+    for split in layouts.SPLITS:
+      lost = sorted(set(plan.class_names) - {l for v in videos if v.split == split
+                                              for l in v.labels})
+      if lost:
+        raise DataError('--seed', f'{seed}: after clipping, no {split} video holds class '
+                        f'{lost[0]!r}; use another seed')
   return dataclasses.replace(plan, videos=videos, um_copy={}, wtalc_copy=None,
                              write_durations=plan.style == 'thumos')
 

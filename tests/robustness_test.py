@@ -27,3 +27,5 @@ def test_plateau_counts_logged_steps_outside_the_band_from_step_20():
   trace = [(10, 0.01), (20, 0.02), (30, 0.5), (40, 0.97), (50, 0.95), (60, 0.05)]
   # step 10 is before the window; 20 and 40 are outside [0.05, 0.95]; the edges are inside.
   assert robustness.plateau_steps(trace) == 2 * robustness.LOG_EVERY
+  # A line stands for the steps since the previous line (evaluations log off the grid).
+  assert robustness.plateau_steps([(10, 0.5), (20, 0.01), (25, 0.01), (30, 0.5)]) == 15

@@ -257,6 +257,9 @@ def test_fewvideo_regime_on_the_real_thumos_annotations():
   assert [v.video_id for v in again.videos] == [v.video_id for v in plan.videos]
   other = synthetic.transform_plan(source, preset, seed=1)
   assert [v.video_id for v in other.videos] != [v.video_id for v in plan.videos]
+  # A seed whose clips lose a class's last test instance is refused, not silently written.
+  with pytest.raises(data.DataError, match='--seed: 29: after clipping, no test video holds'):
+    synthetic.transform_plan(source, preset, seed=29)
   # The annotation files are written anew: they describe the clipped videos.
   assert plan.um_copy == {} and plan.wtalc_copy is None
 

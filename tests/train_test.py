@@ -128,6 +128,10 @@ def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(
     {'loss.lambda_div': 0.0},
     {'loss.lambda_hom': 0.0},
     {'loss.lambda_sp': 0.0},
+    {'loss.lambda_guide': 0.0},
+    {'model.input_norm': 'none'},
+    {'model.fg_input': 'embedding', 'model.fg_norm': 'center'},
+    {'model.fg_input': 'features', 'model.fg_norm': 'layernorm', 'model.head': 'mil'},
 ])
 def test_ablation_configs_train(tiny_data_dir, overrides):
   """Each ablation is a config change that trains with finite losses (no eval, 2 steps)."""
@@ -259,6 +263,15 @@ def test_bad_config_key_is_one_clear_line(tmp_path):
   assert 'num_unit' in proc.stderr
   assert 'Traceback' not in proc.stderr
   assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize('key', ['input_norm', 'fg_input', 'fg_norm'])
+def test_unknown_skeleton_form_is_refused_before_anything_runs(key, tiny_data_dir, tmp_path):
+  config = conftest.tiny_config(tiny_data_dir)
+  config.model[key] = 'centre'
+  with pytest.raises(train_loop.TrainingError, match=f"config.model.{key}='centre': not one of"):
+    train_loop.train_and_evaluate(config, str(tmp_path / 'w'))
+  assert not os.path.exists(tmp_path / 'w')
 
 
 def test_evaluate_checkpoint_reproduces_the_training_numbers(uninterrupted):

@@ -89,6 +89,8 @@ def define_flags() -> None:
   flags.DEFINE_string('json', None, 'Write every run and the summary here.')
   flags.DEFINE_string('markdown', None, 'Write the markdown table here.')
   flags.DEFINE_multi_string('set', [], 'KEY=VALUE config override applied to every run.')
+  flags.DEFINE_multi_string('include_json', [], 'Earlier --json outputs whose runs join the '
+                            'table (e.g. more seeds of some regimes); same steps and data seed.')
 
 
 def prepare_regime(regime: str, data_seed: int, root: str) -> str:
@@ -273,6 +275,14 @@ def main(argv):
                 f"AUC(a) {row['fg_auc']:.3f}, plateau {row['plateau_steps']}, "
                 f"a in [{row['fg_min']:.3f}, {row['fg_max']:.3f}] ({row['wall_s']:.0f} s)",
                 flush=True)
+  for path in FLAGS.include_json:
+    with open(path, encoding='utf-8') as f:
+      earlier = json.load(f)
+    if (earlier['steps'], earlier['data_seed']) != (FLAGS.steps, FLAGS.data_seed):
+      raise app.UsageError(f'--include_json {path}: steps/data seed differ from this run')
+    mine = {(r['regime'], r['model'], r['head'], r['seed']) for r in rows}
+    rows = [r for r in earlier['runs']
+            if (r['regime'], r['model'], r['head'], r['seed']) not in mine] + rows
   summary = summarize(rows)
   command = 'python benchmarks/robustness.py ' + ' '.join(sys.argv[1:])
   table = markdown(summary, FLAGS.steps, FLAGS.data_seed, command, overrides)

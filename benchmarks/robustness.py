@@ -28,7 +28,8 @@ aumn_jax.train_loop.train_and_evaluate (the train.py path), evaluated every --ev
             (a snippet is action when an instance covers half of it), over all test snippets
   plateau   logged training steps >= 20 with mean a < 0.05 or > 0.95, times the log interval
             (metrics.jsonl `diag_fg_mean`, logged every 10 steps)
-A finished run is not retrained (its workdir is reused), so an interrupted battery continues.
+A finished run is not retrained (its workdir is reused; its row is cached in the workdir's
+robustness_row.json, keyed by the whole config), so an interrupted battery continues.
 """
 import dataclasses
 import datetime
@@ -71,6 +72,7 @@ REGIMES = {  # name -> (data_prep.synthetic preset, annotation file or None, fea
 }
 MODELS = ('small', 'thumos')
 LOG_EVERY = 10
+ROW_FILE = 'robustness_row.json'
 PLATEAU_FROM = 20
 FG_LOW, FG_HIGH = 0.05, 0.95
 
@@ -193,6 +195,12 @@ def plateau_steps(trace: Sequence[tuple[int, float]]) -> int:
 
 def run_one(regime, model, head, seed, steps, eval_every, data_dir, workdir, overrides):
   config = make_config(model, head, seed, steps, eval_every, data_dir, overrides)
+  cached = os.path.join(workdir, ROW_FILE)
+  if os.path.exists(cached):  # a finished run of this very config: its row, not a re-eval
+    with open(cached, encoding='utf-8') as f:
+      row = json.load(f)
+    if row.get('config') == config.to_json():
+      return row
   start = time.perf_counter()
   summary = train_loop.train_and_evaluate(config, workdir)
   wall = time.perf_counter() - start
@@ -201,7 +209,7 @@ def run_one(regime, model, head, seed, steps, eval_every, data_dir, workdir, ove
   maps = [float(m) for m in summary['map']]
   trace, evals = read_curves(workdir)
   after = [a for s, a in trace if s >= PLATEAU_FROM]
-  return {
+  row = {
       'regime': regime, 'model': model, 'head': head, 'seed': seed, 'steps': steps,
       'tiou_thresholds': tious, 'map': maps, 'average_map': float(np.mean(maps)),
       'avg_0.1:0.7': ablation.average_over(tious, maps, 0.1, 0.7),
@@ -209,8 +217,11 @@ def run_one(regime, model, head, seed, steps, eval_every, data_dir, workdir, ove
       'plateau_steps': plateau_steps(trace),
       'fg_min': min(after) if after else None, 'fg_max': max(after) if after else None,
       'fg_trace': trace, 'eval_curve': evals, 'wall_s': wall, 'workdir': workdir,
+      'config': config.to_json(),
   }
-
+  with open(cached, 'w', encoding='utf-8') as f:
+    json.dump(row, f)
+  return row
 
 
 def summarize(rows):

@@ -241,12 +241,13 @@ def summarize(rows):
 
 
 def markdown(summary, steps, data_seed, command, overrides) -> str:
-  lines = ['| regime | model | head | avg mAP 0.1:0.7 | video top-1 | AUC(a) | plateau steps '
-           '| mean a range (steps ≥ 20) |',
-           '| --- | --- | --- | --- | --- | --- | --- | --- |']
+  lines = ['| regime | model | head | seeds | avg mAP 0.1:0.7 | video top-1 | AUC(a) '
+           '| plateau steps | mean a range (steps ≥ 20) |',
+           '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
   pct = lambda ms: f'{100 * ms[0]:.1f} ± {100 * ms[1]:.1f}'
   for s in summary:
-    lines.append(f"| {s['regime']} | {s['model']} | {s['head']} | {pct(s['map'])} | "
+    lines.append(f"| {s['regime']} | {s['model']} | {s['head']} | "
+                 f"{','.join(map(str, s['seeds']))} | {pct(s['map'])} | "
                  f"{pct(s['top1'])} | {s['fg_auc'][0]:.3f} ± {s['fg_auc'][1]:.3f} | "
                  f"{s['plateau_steps'][0]:.0f} ± {s['plateau_steps'][1]:.0f} | "
                  f"{s['fg_min']:.3f} – {s['fg_max']:.3f} |")
@@ -286,14 +287,16 @@ def main(argv):
                 f"AUC(a) {row['fg_auc']:.3f}, plateau {row['plateau_steps']}, "
                 f"a in [{row['fg_min']:.3f}, {row['fg_max']:.3f}] ({row['wall_s']:.0f} s)",
                 flush=True)
+  included = []
   for path in FLAGS.include_json:
     with open(path, encoding='utf-8') as f:
       earlier = json.load(f)
     if (earlier['steps'], earlier['data_seed']) != (FLAGS.steps, FLAGS.data_seed):
       raise app.UsageError(f'--include_json {path}: steps/data seed differ from this run')
     mine = {(r['regime'], r['model'], r['head'], r['seed']) for r in rows}
-    rows = [r for r in earlier['runs']
-            if (r['regime'], r['model'], r['head'], r['seed']) not in mine] + rows
+    included += [r for r in earlier['runs']
+                 if (r['regime'], r['model'], r['head'], r['seed']) not in mine]
+  rows = included + rows  # in the order the flags name them, then this invocation's
   summary = summarize(rows)
   command = 'python benchmarks/robustness.py ' + ' '.join(sys.argv[1:])
   table = markdown(summary, FLAGS.steps, FLAGS.data_seed, command, overrides)

@@ -140,6 +140,18 @@ class VideoSplit:
     return [{'segment': [float(s), float(e)], 'label': self.class_names[c]}
             for (s, e), c in zip(self._segments[index], self._segment_labels[index])]
 
+  def snippet_classes(self, index: int, num_snippets: int) -> np.ndarray:
+    """bool [num_snippets, C]: snippet t (covering [t, t + 1) * stride / fps seconds) lies at
+    least half inside a ground-truth instance of class c. For diagnostics only: training never
+    sees snippet labels."""
+    seconds = self.snippet_stride / self.fps
+    starts = np.arange(num_snippets) * seconds
+    covered = np.zeros((num_snippets, self.num_classes))
+    for (s, e), c in zip(self._segments[index], self._segment_labels[index]):
+      overlap = (np.minimum(starts + seconds, e) - np.maximum(starts, s)) / seconds
+      covered[:, c] = np.maximum(covered[:, c], np.clip(overlap, 0.0, 1.0))
+    return covered >= 0.5
+
   def __repr__(self):
     return (f'VideoSplit({self.path!r}, {self.split!r}: {len(self)} videos, '
             f'{self.num_classes} classes)')

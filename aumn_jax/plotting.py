@@ -1,9 +1,11 @@
-"""Per-video figures: what a researcher looks at first (host side, matplotlib Agg).
+"""Figures: what a researcher looks at first (host side, matplotlib Agg).
 
 One PNG per video: the suppressed-branch CAS of the video's ground-truth and predicted classes
 over time, the foreground attention, the ground-truth segments and the kept proposals, and —
 for the AUMN head — the read attention A (which action units fire where). Time is in seconds,
-using the video's own fps and snippet stride. No model code, no files other than the PNG.
+using the video's own fps and snippet stride. For the AUMN head also one class x unit usage
+matrix of the whole split (which units fire on which classes). No model code, no files other
+than the PNGs.
 """
 import os
 from typing import Any, Mapping, Optional, Sequence
@@ -72,6 +74,44 @@ def plot_video(path: str, video_id: str, outputs: Mapping[str, np.ndarray],
     axes[2].set_ylabel('action unit')
   axes[-1].set_xlabel('time (s)')
   axes[-1].set_xlim(0, max(duration, t[-1] if len(t) else 0.0))
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=80)
+  plt.close(fig)
+
+
+def class_unit_usage(outputs: Mapping[str, Mapping[str, np.ndarray]], split
+                     ) -> tuple[np.ndarray, np.ndarray]:
+  """Mean read attention over the ground-truth snippets of each class, and of the background.
+
+  Returns (usage [C + 1, L], counts [C + 1]): row c < C averages A_t over every snippet of the
+  split inside an instance of class c (split.snippet_classes), row C over the snippets inside
+  none; each row with a snippet sums to 1 (A_t does). counts: snippets per row. A unit that
+  fires on every class alike is a column of equal values; a class-specific unit, one bright
+  cell. Needs 'read_attn' [T, L] in every video's outputs (the AUMN head).
+  """
+  num_units = next(iter(outputs.values()))['read_attn'].shape[-1]
+  sums = np.zeros((split.num_classes + 1, num_units))
+  counts = np.zeros(split.num_classes + 1)
+  for i, video_id in enumerate(split.video_ids):
+    attn = np.asarray(outputs[video_id]['read_attn'], np.float64)
+    classes = split.snippet_classes(i, attn.shape[0])
+    rows = np.concatenate([classes, ~classes.any(axis=-1, keepdims=True)], axis=-1)
+    sums += rows.T.astype(np.float64) @ attn
+    counts += rows.sum(axis=0)
+  return sums / np.maximum(counts, 1)[:, None], counts
+
+
+def plot_class_unit_usage(path: str, usage: np.ndarray, counts: np.ndarray,
+                          class_names: Sequence[str]) -> None:
+  """Writes `path` (PNG): the class_unit_usage matrix, one row per class + background."""
+  names = [f'{n} ({int(k)})' for n, k in zip(list(class_names) + ['background'], counts)]
+  fig, ax = plt.subplots(figsize=(2 + 0.3 * usage.shape[1], 1 + 0.28 * usage.shape[0]))
+  im = ax.imshow(usage, aspect='auto', interpolation='nearest', cmap='magma', vmin=0.0)
+  ax.set_yticks(range(len(names)), names, fontsize=7)
+  ax.set_xlabel('action unit')
+  ax.set_title('mean read attention over ground-truth snippets (snippets per row)', fontsize=8)
+  fig.colorbar(im, ax=ax, fraction=0.03)
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=80)

@@ -293,6 +293,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if jax.process_index() == 0:
       plotting.plot_videos(os.path.join(workdir, 'plots'), outputs, eval_split, results,
                            config.evaluation.num_plots)
+      if config.model.head == 'aumn':
+        plotting.plot_class_unit_usage(
+            os.path.join(workdir, 'plots', 'class_unit_usage.png'),
+            *plotting.class_unit_usage(outputs, eval_split), eval_split.class_names)
     return write_results(config, workdir, step, results, scored,
                          best=(best, best_map), label='final')
   finally:

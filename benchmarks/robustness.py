@@ -140,17 +140,9 @@ def snippet_auc(outputs: dict[str, dict[str, np.ndarray]], split: data.VideoSpli
   """ROC AUC of the foreground attention a against ground-truth action snippets (ties: 1/2)."""
   scores, labels = [], []
   for i, video_id in enumerate(split.video_ids):
-    meta = split.meta(i)
     fg = np.asarray(outputs[video_id]['fg'], np.float64)
-    seconds = meta['snippet_stride'] / meta['fps']
-    covered = np.zeros(len(fg))
-    starts = np.arange(len(fg)) * seconds
-    for a in split.annotations(i):
-      s, e = a['segment']
-      covered = np.maximum(covered, np.clip(
-          (np.minimum(starts + seconds, e) - np.maximum(starts, s)) / seconds, 0.0, 1.0))
     scores.append(fg)
-    labels.append(covered >= 0.5)
+    labels.append(split.snippet_classes(i, len(fg)).any(axis=-1))
   return auc(np.concatenate(scores), np.concatenate(labels))
 
 

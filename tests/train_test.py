@@ -74,7 +74,8 @@ def test_run_writes_its_outputs(uninterrupted):
   with open(os.path.join(workdir, 'proposals_test.json'), encoding='utf-8') as f:
     assert 'results' in json.load(f)
   plots = sorted(os.listdir(os.path.join(workdir, 'plots')))
-  assert len(plots) == config.evaluation.num_plots and plots[0].endswith('.png')
+  assert config.model.head == 'aumn' and 'class_unit_usage.png' in plots   # AUMN: + the matrix
+  assert len(plots) == config.evaluation.num_plots + 1 and all(p.endswith('.png') for p in plots)
 
 
 def test_eight_devices_equal_one(uninterrupted, tmp_path):

@@ -71,14 +71,38 @@ def foreground_sparsity(fg_BxT, mask_BxT):
   return _masked_mean(fg_BxT, mask_BxT)
 
 
-def guide_loss(out, mask_BxT):
+GUIDE_CLASSES = ('all', 'video')
+
+
+def guide_loss(out, mask_BxT, labels_BxC=None):
   """mean_t |1 - a_t - p_bg(t)| over valid snippets: the foreground attention agrees with the
   base branch's per-snippet background probability (HAM-Net / CO2-Net's guide loss). The base
   branch learns p_bg from the video-level targets (every video has background), so a gets a
   per-snippet target that does not vanish when a does. No stop-gradient, as in those codes:
-  the term also pulls the base branch's background column toward 1 - a."""
-  p_bg_BxT = jax.nn.softmax(out['cas'], axis=-1)[..., -1]
+  the term also pulls the base branch's background column toward 1 - a.
+
+  labels_BxC given (loss.guide_classes='video'): p_bg is the softmax over the background and
+  the video's own classes only, "is this snippet more background than any action the video
+  holds". Over all C + 1 columns the absent classes' mass counts as foreground: the target
+  starts at 1 - 1/(C + 1) (a saturates) and stays high on background (docs/method.md §7).
+  """
+  logits_BxTxC1 = out['cas']
+  if labels_BxC is not None:
+    keep_BxC1 = jnp.concatenate([labels_BxC > 0, jnp.ones_like(labels_BxC[:, :1], bool)], -1)
+    logits_BxTxC1 = jnp.where(keep_BxC1[:, None, :], logits_BxTxC1, -jnp.inf)
+  p_bg_BxT = jax.nn.softmax(logits_BxTxC1, axis=-1)[..., -1]
   return _masked_mean(jnp.abs(1.0 - out['fg'] - p_bg_BxT), mask_BxT)
+
+
+def guide_weight(loss_cfg: Any, step) -> jnp.ndarray:
+  """lambda_guide, decayed linearly to 0 over the first guide_steps steps (0: constant).
+
+  The guide is what keeps a alive early, while the base branch has not yet found the
+  background; once it has, its target 1 - p_bg is a poorer ranking of snippets than the
+  MIL losses learn on their own (docs/method.md §7), so it can be let go."""
+  steps = jnp.asarray(loss_cfg.guide_steps, jnp.float32)
+  frac = jnp.clip(1.0 - jnp.asarray(step, jnp.float32) / jnp.maximum(steps, 1.0), 0.0, 1.0)
+  return loss_cfg.lambda_guide * jnp.where(steps > 0, frac, 1.0)
 
 
 def diagnostics(out, mask_BxT) -> Dict[str, jnp.ndarray]:
@@ -137,35 +161,43 @@ def diagnostics(out, mask_BxT) -> Dict[str, jnp.ndarray]:
   return diag
 
 
-def total_loss(out, batch, loss_cfg: Any) -> Tuple[jnp.ndarray, Dict[str, jnp.ndarray]]:
-  """L = L_cls + lambda_div L_div + lambda_hom L_hom + lambda_sp L_sp + lambda_guide L_guide.
+def total_loss(out, batch, loss_cfg: Any, step=0) -> Tuple[jnp.ndarray, Dict[str, jnp.ndarray]]:
+  """L = L_cls + lambda_div L_div + lambda_hom L_hom + lambda_sp L_fg + lambda_read L_read
+  + lambda_guide(step) L_guide.
 
-  SPEC §3 plus the guide loss (docs/method.md §7).
+  SPEC §3's L_sp is L_fg (foreground L1) + L_read (read sparsity); the two have their own
+  weights so an ablation can tell them apart. Plus the guide loss (docs/method.md §7).
 
   Args:
     out: model outputs (models.py); the memory terms need the 'aumn' head's keys.
     batch: needs 'labels' [B, C] and 'mask' [B, T].
-    loss_cfg: config.loss (lambda_div, lambda_hom, lambda_sp, lambda_guide).
+    loss_cfg: config.loss (lambda_div, lambda_hom, lambda_sp, lambda_read, lambda_guide,
+      guide_steps).
+    step: the training step (the guide weight's schedule, guide_weight).
 
   Returns:
-    (loss, aux): aux holds loss_cls, loss_div, loss_hom, loss_sp, loss_guide and the diag_*
-    scalars. For
-    head='mil' loss_div = loss_hom = 0, loss_sp is the foreground L1 alone, and the memory
-    diagnostics are absent.
+    (loss, aux): aux holds loss_cls, loss_div, loss_hom, loss_sp (foreground L1), loss_read,
+    loss_guide and the diag_* scalars. For head='mil' loss_div = loss_hom = loss_read = 0
+    and the memory diagnostics are absent.
   """
   mask = batch['mask'].astype(jnp.float32)
   zero = jnp.zeros((), jnp.float32)
   loss_cls = classification_loss(out, batch['labels'])
   loss_sp = foreground_sparsity(out['fg'], mask)
-  loss_div = loss_hom = zero
+  loss_div = loss_hom = loss_read = zero
   if 'read_attn' in out:
     loss_div = diversity_loss(out['memory_adapted'])
     loss_hom = homogeneity_loss(out['update_attn'], out['update_cos'], out['fg'], mask)
-    loss_sp = loss_sp + read_sparsity(out['read_attn'], mask)
-  loss_guide = guide_loss(out, mask)
+    loss_read = read_sparsity(out['read_attn'], mask)
+  if loss_cfg.guide_classes not in GUIDE_CLASSES:
+    raise ValueError(f'config.loss.guide_classes={loss_cfg.guide_classes!r}: not one of '
+                     f'{GUIDE_CLASSES}')
+  loss_guide = guide_loss(out, mask,
+                          batch['labels'] if loss_cfg.guide_classes == 'video' else None)
   loss = (loss_cls + loss_cfg.lambda_div * loss_div + loss_cfg.lambda_hom * loss_hom
-          + loss_cfg.lambda_sp * loss_sp + loss_cfg.lambda_guide * loss_guide)
+          + loss_cfg.lambda_sp * loss_sp + loss_cfg.lambda_read * loss_read
+          + guide_weight(loss_cfg, step) * loss_guide)
   aux = {'loss_cls': loss_cls, 'loss_div': loss_div, 'loss_hom': loss_hom, 'loss_sp': loss_sp,
-         'loss_guide': loss_guide}
+         'loss_read': loss_read, 'loss_guide': loss_guide}
   aux.update(diagnostics(out, mask))
   return loss, aux

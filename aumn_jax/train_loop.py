@@ -30,6 +30,7 @@ from aumn_jax import data
 from aumn_jax import evaluation
 from aumn_jax import input_pipeline
 from aumn_jax import localization
+from aumn_jax import losses
 from aumn_jax import metric_writer
 from aumn_jax import models
 from aumn_jax import parallel
@@ -57,6 +58,10 @@ def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
        'config.{log,eval,checkpoint}_every_steps must be > 0'),
       (config.model.tau > 0 and config.model.tau_u > 0, 'config.model.tau/tau_u must be > 0'),
       (0.0 <= config.model.dropout < 1.0, 'config.model.dropout must be in [0, 1)'),
+      (config.loss.guide_classes in losses.GUIDE_CLASSES,
+       f'config.loss.guide_classes={config.loss.guide_classes!r}: not one of '
+       f'{losses.GUIDE_CLASSES}'),
+      (config.loss.guide_steps >= 0, 'config.loss.guide_steps must be >= 0'),
   ]
   for key, known in (('input_norm', models.INPUT_NORMS), ('fg_input', models.FG_INPUTS),
                      ('fg_norm', models.FG_NORMS)):

@@ -56,7 +56,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     out, new_vars = state.apply_fn(
         {'params': params, 'memory': state.memory}, batch['features'], batch['mask'],
         train=True, rngs={'dropout': rng}, mutable=['memory'])
-    loss, aux = losses.total_loss(out, batch, config.loss)
+    loss, aux = losses.total_loss(out, batch, config.loss, state.step)
     return loss, (aux, new_vars.get('memory', {}))
 
   (loss, (aux, memory)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

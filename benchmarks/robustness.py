@@ -52,9 +52,11 @@ import jax
 import ml_collections
 import numpy as np
 
+from aumn_jax import checkpointing
 from aumn_jax import data
+from aumn_jax import parallel
 from aumn_jax import train_loop
-from benchmarks import ablation
+from aumn_jax import train_step
 from configs import synthetic as synthetic_config
 from configs import thumos as thumos_config
 from data_prep import build as build_lib
@@ -95,6 +97,65 @@ def define_flags() -> None:
                             'table (e.g. more seeds of some regimes); same steps and data seed.')
 
 
+def _parse_value(text: str) -> Any:
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError:
+    return text
+
+
+def parse_overrides(items: Sequence[str]) -> list[tuple[str, Any]]:
+  """--set KEY=VALUE items -> [(key, value)], values parsed as JSON where they are JSON."""
+  overrides = []
+  for item in items:
+    key, sep, value = item.partition('=')
+    if not sep:
+      raise app.UsageError(f'--set {item!r}: expected KEY=VALUE')
+    overrides.append((key, _parse_value(value)))
+  return overrides
+
+
+def apply_override(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
+  node = config
+  *parents, leaf = key.split('.')
+  for name in parents:
+    node = node[name]
+  if leaf not in node:
+    raise KeyError(f'config has no field {key!r}')
+  if isinstance(node[leaf], tuple) and isinstance(value, list):
+    value = tuple(value)
+  node[leaf] = value
+
+
+def video_top1(outputs: dict[str, dict[str, np.ndarray]], split: data.VideoSplit) -> float:
+  """Fraction of videos (with ground truth) whose top action class of p' is a true class."""
+  hits = []
+  for i, video_id in enumerate(split.video_ids):
+    true = {a['label'] for a in split.annotations(i)}
+    if not true:
+      continue
+    probs = outputs[video_id]['video_probs'][:split.num_classes]  # action columns only
+    hits.append(split.class_names[int(np.argmax(probs))] in true)
+  return float(np.mean(hits))
+
+
+def predict_final(config: ml_collections.ConfigDict, workdir: str):
+  """Restores the latest checkpoint of `workdir` and predicts the eval split."""
+  mesh = parallel.make_mesh()
+  data_dir = train_loop.prepare_data_dir(config.data)
+  split = data.load_split(data_dir, config.data.dataset, config.data.eval_split)
+  target = train_step.init_state(config, split.num_classes, mesh)
+  manager = checkpointing.create_manager(workdir, read_only=True)
+  state = checkpointing.restore(manager, manager.latest_step(), target)
+  _, eval_fn = train_step.jit_steps(config, mesh)
+  return train_loop.predict(eval_fn, state, split, config, mesh), split
+
+
+def average_over(tious: Sequence[float], maps: Sequence[float], lo: float, hi: float) -> float:
+  picked = [m for t, m in zip(tious, maps) if lo - 1e-9 <= t <= hi + 1e-9]
+  return float(np.mean(picked))
+
+
 def prepare_regime(regime: str, data_seed: int, root: str) -> str:
   """Generates and builds one regime once; returns its TFDS data_dir."""
   data_dir = os.path.join(root, 'data', f'{regime}_seed{data_seed}')
@@ -132,7 +193,7 @@ def make_config(model: str, head: str, seed: int, steps: int, eval_every: int, d
   config.log_every_steps = LOG_EVERY
   config.evaluation.num_plots = 0
   for key, value in overrides:
-    ablation.apply_override(config, key, value)
+    apply_override(config, key, value)
   return config
 
 
@@ -196,7 +257,7 @@ def run_one(regime, model, head, seed, steps, eval_every, data_dir, workdir, ove
   start = time.perf_counter()
   summary = train_loop.train_and_evaluate(config, workdir)
   wall = time.perf_counter() - start
-  outputs, split = ablation.predict_final(config, workdir)
+  outputs, split = predict_final(config, workdir)
   tious = [float(t) for t in summary['tiou_thresholds']]
   maps = [float(m) for m in summary['map']]
   trace, evals = read_curves(workdir)
@@ -204,8 +265,8 @@ def run_one(regime, model, head, seed, steps, eval_every, data_dir, workdir, ove
   row = {
       'regime': regime, 'model': model, 'head': head, 'seed': seed, 'steps': steps,
       'tiou_thresholds': tious, 'map': maps, 'average_map': float(np.mean(maps)),
-      'avg_0.1:0.7': ablation.average_over(tious, maps, 0.1, 0.7),
-      'top1': ablation.video_top1(outputs, split), 'fg_auc': snippet_auc(outputs, split),
+      'avg_0.1:0.7': average_over(tious, maps, 0.1, 0.7),
+      'top1': video_top1(outputs, split), 'fg_auc': snippet_auc(outputs, split),
       'plateau_steps': plateau_steps(trace),
       'fg_min': min(after) if after else None, 'fg_max': max(after) if after else None,
       'fg_trace': trace, 'eval_curve': evals, 'wall_s': wall, 'workdir': workdir,
@@ -262,7 +323,7 @@ def main(argv):
       raise app.UsageError(f'--{name}: unknown {bad}; known: {list(known)}')
   if FLAGS.steps < PLATEAU_FROM:
     raise app.UsageError(f'--steps={FLAGS.steps}: at least {PLATEAU_FROM} (the plateau window)')
-  overrides = ablation.parse_overrides(FLAGS.set)
+  overrides = parse_overrides(FLAGS.set)
   rows = []
   for regime in FLAGS.regimes:
     data_dir = prepare_regime(regime, FLAGS.data_seed, FLAGS.workdir)

@@ -355,29 +355,39 @@ def diagnostics(out, mask) -> Dict[str, torch.Tensor]:
   return diag
 
 
-def guide_loss(out, mask):
-  """mean_t |1 - a_t - p_bg(t)| over valid snippets (base branch's background probability)."""
-  p_bg = torch.softmax(out['cas'], -1)[..., -1]
+def guide_loss(out, mask, labels=None):
+  """mean_t |1 - a_t - p_bg(t)| over valid snippets (base branch's background probability);
+  with labels, p_bg is the softmax over the background and the video's classes only."""
+  logits = out['cas']
+  if labels is not None:
+    keep = torch.cat([labels > 0, torch.ones_like(labels[:, :1], dtype=torch.bool)], -1)
+    logits = logits.masked_fill(~keep[:, None, :], float('-inf'))
+  p_bg = torch.softmax(logits, -1)[..., -1]
   return _masked_mean((1.0 - out['fg'] - p_bg).abs(), mask)
 
 
 def total_loss(out, labels, mask, loss_cfg: Any) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-  """L = L_cls + lambda_div L_div + lambda_hom L_hom + lambda_sp L_sp + lambda_guide L_guide,
-  and the logged terms."""
+  """L = L_cls + lambda_div L_div + lambda_hom L_hom + lambda_sp L_fg + lambda_read L_read
+  + lambda_guide L_guide (at step 0 of guide_steps), and the logged terms."""
   mask = mask.float()
   zero = torch.zeros((), device=mask.device)
   loss_cls = classification_loss(out, labels)
   loss_sp = _masked_mean(out['fg'], mask)
-  loss_div = loss_hom = zero
+  loss_div = loss_hom = loss_read = zero
   if 'read_attn' in out:
     loss_div = diversity_loss(out['memory_adapted'])
     loss_hom = homogeneity_loss(out['update_attn'], out['update_cos'], out['fg'], mask)
-    loss_sp = loss_sp + read_sparsity(out['read_attn'], mask)
-  loss_guide = guide_loss(out, mask)
+    loss_read = read_sparsity(out['read_attn'], mask)
+  if loss_cfg.guide_steps:
+    raise ValueError(f'config.loss.guide_steps={loss_cfg.guide_steps}: the PyTorch twin '
+                     'implements a constant guide weight only (guide_steps=0)')
+  loss_guide = guide_loss(out, mask, labels if loss_cfg.guide_classes == 'video' else None)
   loss = (loss_cls + loss_cfg.lambda_div * loss_div + loss_cfg.lambda_hom * loss_hom
-          + loss_cfg.lambda_sp * loss_sp + loss_cfg.lambda_guide * loss_guide)
+          + loss_cfg.lambda_sp * loss_sp + loss_cfg.lambda_read * loss_read
+          + loss_cfg.lambda_guide * loss_guide)
   aux = {'loss_cls': loss_cls.detach(), 'loss_div': loss_div.detach(),
          'loss_hom': loss_hom.detach(), 'loss_sp': loss_sp.detach(),
+         'loss_read': loss_read.detach(),
          'loss_guide': loss_guide.detach()}
   aux.update(diagnostics(out, mask))
   return loss, aux

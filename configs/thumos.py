@@ -60,8 +60,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.loss = ml_collections.ConfigDict(dict(
       lambda_div=1.0,
       lambda_hom=0.1,
-      lambda_sp=0.1,
+      lambda_sp=0.1,              # foreground L1, mean_t a (SPEC §3's L_sp, first term)
+      lambda_read=0.1,            # read-attention sparsity (L_sp's second term; AUMN only)
       lambda_guide=0.8,           # mean |1 - a - p_bg| (base branch): keeps a alive, §7
+      guide_steps=0,              # > 0: lambda_guide decays linearly to 0 over these steps
+      guide_classes='all',        # p_bg over 'all' C + 1 columns | the 'video' classes + bg
   ))
 
   c.optim = ml_collections.ConfigDict(dict(

@@ -1,4 +1,5 @@
 """losses.py against an independent NumPy (plain loops) computation of SPEC §3."""
+import functools
 import math
 import types
 
@@ -14,19 +15,23 @@ B, T, L, D, C = 2, 5, 3, 4, 2
 C1 = C + 1
 
 
-def _cfg(div=1.0, hom=0.1, sp=0.1, guide=0.3):
+def _cfg(div=1.0, hom=0.1, sp=0.1, read=0.2, guide=0.3, guide_steps=0):
   return ml_collections.ConfigDict(dict(lambda_div=div, lambda_hom=hom, lambda_sp=sp,
-                                        lambda_guide=guide))
+                                        lambda_read=read, lambda_guide=guide,
+                                        guide_steps=guide_steps, guide_classes='all'))
 
 
-@jax.jit
-def _total_loss(out, batch, lambdas):
+@functools.partial(jax.jit, static_argnames=('guide_classes',))
+def _total_loss(out, batch, lambdas, guide_classes):
   # The weights enter as traced scalars, so one compile per head serves every test.
-  return losses.total_loss(out, batch, types.SimpleNamespace(**lambdas))
+  return losses.total_loss(out, batch,
+                           types.SimpleNamespace(guide_classes=guide_classes, **lambdas))
 
 
 def _loss(out, batch, cfg):
-  return _total_loss(out, batch, {k: jnp.float32(v) for k, v in cfg.items()})
+  cfg = dict(cfg)
+  classes = cfg.pop('guide_classes')
+  return _total_loss(out, batch, {k: jnp.float32(v) for k, v in cfg.items()}, classes)
 
 
 def _softmax(z):
@@ -84,7 +89,7 @@ def _reference(out, batch):
         p_bg = _softmax(out['cas'][b, t])[-1]
         guide += abs(1.0 - out['fg'][b, t] - p_bg)
   ref = {'loss_cls': cls, 'loss_sp': fg_sum / n_valid, 'loss_div': 0.0, 'loss_hom': 0.0,
-         'loss_guide': guide / n_valid}
+         'loss_read': 0.0, 'loss_guide': guide / n_valid}
   if 'read_attn' not in out:
     return ref
 
@@ -117,7 +122,7 @@ def _reference(out, batch):
         ent_sum += -np.sum(a * np.log(a))
         marginal += a
   marginal /= n_valid
-  ref['loss_sp'] += ent_sum / n_valid - (-np.sum(marginal * np.log(marginal)))
+  ref['loss_read'] = ent_sum / n_valid - (-np.sum(marginal * np.log(marginal)))
   return ref
 
 
@@ -129,23 +134,59 @@ def test_terms_match_numpy_reference(head):
   for k, v in ref.items():
     np.testing.assert_allclose(float(aux[k]), v, rtol=1e-5, atol=1e-6, err_msg=k)
   want = (ref['loss_cls'] + 1.0 * ref['loss_div'] + 0.1 * ref['loss_hom'] + 0.1 * ref['loss_sp']
-          + 0.3 * ref['loss_guide'])
+          + 0.2 * ref['loss_read'] + 0.3 * ref['loss_guide'])
   np.testing.assert_allclose(float(loss), want, rtol=1e-5)
   if head == 'mil':
-    assert float(aux['loss_div']) == 0.0 and float(aux['loss_hom']) == 0.0
+    assert float(aux['loss_div']) == float(aux['loss_hom']) == float(aux['loss_read']) == 0.0
 
 
-@pytest.mark.parametrize('term', ['div', 'hom', 'sp', 'guide'])
+@pytest.mark.parametrize('term', ['div', 'hom', 'sp', 'read', 'guide'])
 def test_each_lambda_zero_drops_its_term(term):
   out, batch = _hand_made()
   full, aux = _loss(out, batch, _cfg())
   off, _ = _loss(out, batch, _cfg(**{term: 0.0}))
-  weight = {'div': 1.0, 'hom': 0.1, 'sp': 0.1, 'guide': 0.3}[term]
+  weight = {'div': 1.0, 'hom': 0.1, 'sp': 0.1, 'read': 0.2, 'guide': 0.3}[term]
   np.testing.assert_allclose(float(off), float(full) - weight * float(aux['loss_' + term]),
                              rtol=1e-6)
   assert abs(float(aux['loss_' + term])) > 1e-3    # the term was really there
-  only_cls, _ = _loss(out, batch, _cfg(0.0, 0.0, 0.0, 0.0))
+  only_cls, _ = _loss(out, batch, _cfg(0.0, 0.0, 0.0, 0.0, 0.0))
   np.testing.assert_allclose(float(only_cls), float(aux['loss_cls']), rtol=1e-6)
+
+
+def test_guide_over_the_video_classes_matches_loops():
+  """guide_classes='video': p_bg is the softmax over the video's own classes and background."""
+  out, batch = _hand_made('mil')
+  cfg = _cfg()
+  cfg.guide_classes = 'video'
+  _, aux = _loss(out, batch, cfg)
+  y, m = batch['labels'], batch['mask']
+  total = n = 0.0
+  for b in range(B):
+    cols = [c for c in range(C) if y[b, c] > 0] + [C]
+    for t in range(T):
+      if m[b, t]:
+        p_bg = _softmax(out['cas'][b, t, cols])[-1]
+        total += abs(1.0 - out['fg'][b, t] - p_bg)
+        n += 1
+  np.testing.assert_allclose(float(aux['loss_guide']), total / n, rtol=1e-5)
+  _, aux_all = _loss(out, batch, _cfg())
+  assert abs(float(aux['loss_guide']) - float(aux_all['loss_guide'])) > 1e-3
+
+
+def test_guide_weight_decays_linearly_over_guide_steps():
+  cfg = types.SimpleNamespace(lambda_guide=0.8, guide_steps=100)
+  got = [float(losses.guide_weight(cfg, s)) for s in (0, 25, 100, 500)]
+  np.testing.assert_allclose(got, [0.8, 0.6, 0.0, 0.0], atol=1e-7)
+  constant = types.SimpleNamespace(lambda_guide=0.8, guide_steps=0)
+  assert float(losses.guide_weight(constant, 10_000)) == np.float32(0.8)
+
+
+def test_unknown_guide_classes_refused():
+  out, batch = _hand_made('mil')
+  cfg = types.SimpleNamespace(**_cfg())
+  cfg.guide_classes = 'some'
+  with pytest.raises(ValueError, match="guide_classes='some'"):
+    losses.total_loss(out, batch, cfg)
 
 
 def test_aux_keys_fixed_per_head():
@@ -153,7 +194,7 @@ def test_aux_keys_fixed_per_head():
   mil, batch = _hand_made('mil')
   _, aux_a = _loss(aumn, batch, _cfg())
   _, aux_m = _loss(mil, batch, _cfg())
-  base = {'loss_cls', 'loss_div', 'loss_hom', 'loss_sp', 'loss_guide',
+  base = {'loss_cls', 'loss_div', 'loss_hom', 'loss_sp', 'loss_read', 'loss_guide',
           'diag_fg_mean', 'diag_bg_prob_action', 'diag_bg_prob_background'}
   assert set(aux_m) == base
   assert set(aux_a) == base | {

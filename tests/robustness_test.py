@@ -1,5 +1,7 @@
 """benchmarks/robustness.py's metrics against independent computations."""
 import numpy as np
+import pytest
+from absl import app
 
 from benchmarks import robustness
 
@@ -29,3 +31,31 @@ def test_plateau_counts_logged_steps_outside_the_band_from_step_20():
   assert robustness.plateau_steps(trace) == 2 * robustness.LOG_EVERY
   # A line stands for the steps since the previous line (evaluations log off the grid).
   assert robustness.plateau_steps([(10, 0.5), (20, 0.01), (25, 0.01), (30, 0.5)]) == 15
+
+
+def test_video_top1_counts_a_hit_when_the_top_action_class_is_true():
+  class Split:  # the three things video_top1 reads of a data.VideoSplit
+    video_ids = ['a', 'b', 'c']
+    class_names = ['x', 'y']
+    num_classes = 2
+
+    def annotations(self, i):
+      return [[{'segment': [0, 1], 'label': 'x'}], [{'segment': [0, 1], 'label': 'y'}], []][i]
+
+  # Background (last column) is ignored even when it is the largest; 'c' has no ground truth.
+  outputs = {'a': {'video_probs': np.array([0.3, 0.1, 0.6])},
+             'b': {'video_probs': np.array([0.5, 0.4, 0.1])},
+             'c': {'video_probs': np.array([0.1, 0.8, 0.1])}}
+  assert robustness.video_top1(outputs, Split()) == 0.5
+
+
+def test_overrides_parse_json_values_and_refuse_unknown_keys():
+  assert robustness.parse_overrides(['loss.lambda_sp=0', 'model.head=mil', 'a.b=[1,2]']) == [
+      ('loss.lambda_sp', 0), ('model.head', 'mil'), ('a.b', [1, 2])]
+  with pytest.raises(app.UsageError, match="--set 'nokey': expected KEY=VALUE"):
+    robustness.parse_overrides(['nokey'])
+  config = robustness.make_config('small', 'mil', 0, 5, 0, '/d')
+  robustness.apply_override(config, 'data.eval_buckets', [64, 128])
+  assert config.data.eval_buckets == (64, 128)
+  with pytest.raises(KeyError, match="config has no field 'loss.lambda_nope'"):
+    robustness.apply_override(config, 'loss.lambda_nope', 1.0)

@@ -206,7 +206,7 @@ def test_each_loss_term_and_diagnostic_matches(variant):
   for k in aux:
     assert _rel(t_aux[k].item(), aux[k]) <= TOL, k
   if variant[0] == 'aumn':
-    assert all(float(aux[k]) != 0 for k in ('loss_div', 'loss_hom', 'loss_sp'))
+    assert all(float(aux[k]) != 0 for k in ('loss_div', 'loss_hom', 'loss_sp', 'loss_read'))
 
 
 @requires_torch

@@ -62,7 +62,7 @@ def test_run_writes_its_outputs(uninterrupted):
   train_lines = [l for l in lines if 'train/loss' in l or 'loss' in l and 'map' not in l]
   eval_lines = [l for l in lines if 'average_map' in l]
   assert [l['step'] for l in train_lines] == [2, 4]
-  for key in ('loss', 'loss_cls', 'loss_div', 'loss_hom', 'loss_sp'):
+  for key in ('loss', 'loss_cls', 'loss_div', 'loss_hom', 'loss_sp', 'loss_read'):
     assert all(np.isfinite(l[key]) for l in train_lines), key
   assert [l['step'] for l in eval_lines] == [4]
   assert len(eval_lines[0]['map']) == len(config.evaluation.tiou_thresholds)
@@ -129,6 +129,7 @@ def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(
     {'loss.lambda_div': 0.0},
     {'loss.lambda_hom': 0.0},
     {'loss.lambda_sp': 0.0},
+    {'loss.lambda_read': 0.0},
     {'loss.lambda_guide': 0.0},
     {'model.input_norm': 'none'},
     {'model.fg_input': 'embedding', 'model.fg_norm': 'center'},
@@ -266,11 +267,13 @@ def test_bad_config_key_is_one_clear_line(tmp_path):
   assert not os.listdir(tmp_path)
 
 
-@pytest.mark.parametrize('key', ['input_norm', 'fg_input', 'fg_norm'])
+@pytest.mark.parametrize('key', ['model.input_norm', 'model.fg_input', 'model.fg_norm',
+                                 'loss.guide_classes'])
 def test_unknown_skeleton_form_is_refused_before_anything_runs(key, tiny_data_dir, tmp_path):
   config = conftest.tiny_config(tiny_data_dir)
-  config.model[key] = 'centre'
-  with pytest.raises(train_loop.TrainingError, match=f"config.model.{key}='centre': not one of"):
+  group, name = key.split('.')
+  config[group][name] = 'centre'
+  with pytest.raises(train_loop.TrainingError, match=f"config.{key}='centre': not one of"):
     train_loop.train_and_evaluate(config, str(tmp_path / 'w'))
   assert not os.path.exists(tmp_path / 'w')
 

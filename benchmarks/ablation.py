@@ -2,7 +2,7 @@
 each mechanism off, on every regime of benchmarks/robustness.py.
 
 Run:  python benchmarks/ablation.py [--regimes thumos,fewvideo,...] [--variants mil,aumn,...]
-          [--seeds 0,1,2] [--steps 300] [--data_seed 0] [--workdir /tmp/aumn_ablation]
+          [--seeds 0,1,2] [--steps 300] [--data_seed 0] [--workdir /tmp/aumn_robustness]
           [--json OUT] [--markdown docs/ablation.md] [--set KEY=VALUE ...]
 
 Every run is benchmarks/robustness.py's run (aumn_jax.train_loop.train_and_evaluate, the
@@ -73,7 +73,8 @@ def define_flags() -> None:
   flags.DEFINE_list('seeds', ['0', '1', '2'], 'Run seeds (config.seed).')
   flags.DEFINE_integer('steps', 300, 'Training steps per run (evaluated once, at the end).')
   flags.DEFINE_integer('data_seed', 0, 'Generator seed of every regime (0: the reported one).')
-  flags.DEFINE_string('workdir', '/tmp/aumn_ablation', 'Datasets and one dir per run.')
+  flags.DEFINE_string('workdir', '/tmp/aumn_robustness',
+                      "Datasets and one dir per run (robustness.py's default: runs are shared).")
   flags.DEFINE_string('json', None, 'Write every run and the summary here.')
   flags.DEFINE_string('markdown', None, 'Write the markdown table here (e.g. docs/ablation.md).')
   flags.DEFINE_multi_string('set', [], 'KEY=VALUE config override applied to every variant.')
@@ -147,8 +148,10 @@ def main(argv):
     for variant in FLAGS.variants:
       head, changes = variant_overrides(variant)
       for seed in (int(s) for s in FLAGS.seeds):
+        # robustness.py's layout: with the same --workdir, its mil / aumn runs are these
+        # variants' runs (same config, cached row), trained once.
         workdir = os.path.join(FLAGS.workdir, 'runs', f'{regime}_seed{FLAGS.data_seed}',
-                               variant, f'seed_{seed}')
+                               'small', variant, f'seed_{seed}')
         row = robustness.run_one(regime, 'small', head, seed, FLAGS.steps, 0, regime_dir,
                                  workdir, changes + overrides)
         row = {**row, 'variant': variant}

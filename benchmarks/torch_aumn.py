@@ -366,9 +366,17 @@ def guide_loss(out, mask, labels=None):
   return _masked_mean((1.0 - out['fg'] - p_bg).abs(), mask)
 
 
-def total_loss(out, labels, mask, loss_cfg: Any) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+def guide_weight(loss_cfg: Any, step: int) -> float:
+  """lambda_guide, decayed linearly to 0 over the first guide_steps steps (0: constant)."""
+  if not loss_cfg.guide_steps:
+    return loss_cfg.lambda_guide
+  return loss_cfg.lambda_guide * min(max(1.0 - step / loss_cfg.guide_steps, 0.0), 1.0)
+
+
+def total_loss(out, labels, mask, loss_cfg: Any, step: int = 0
+               ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
   """L = L_cls + lambda_div L_div + lambda_hom L_hom + lambda_sp L_fg + lambda_read L_read
-  + lambda_guide L_guide (at step 0 of guide_steps), and the logged terms."""
+  + lambda_guide(step) L_guide, and the logged terms."""
   mask = mask.float()
   zero = torch.zeros((), device=mask.device)
   loss_cls = classification_loss(out, labels)
@@ -378,13 +386,10 @@ def total_loss(out, labels, mask, loss_cfg: Any) -> Tuple[torch.Tensor, Dict[str
     loss_div = diversity_loss(out['memory_adapted'])
     loss_hom = homogeneity_loss(out['update_attn'], out['update_cos'], out['fg'], mask)
     loss_read = read_sparsity(out['read_attn'], mask)
-  if loss_cfg.guide_steps:
-    raise ValueError(f'config.loss.guide_steps={loss_cfg.guide_steps}: the PyTorch twin '
-                     'implements a constant guide weight only (guide_steps=0)')
   loss_guide = guide_loss(out, mask, labels if loss_cfg.guide_classes == 'video' else None)
   loss = (loss_cls + loss_cfg.lambda_div * loss_div + loss_cfg.lambda_hom * loss_hom
           + loss_cfg.lambda_sp * loss_sp + loss_cfg.lambda_read * loss_read
-          + loss_cfg.lambda_guide * loss_guide)
+          + guide_weight(loss_cfg, step) * loss_guide)
   aux = {'loss_cls': loss_cls.detach(), 'loss_div': loss_div.detach(),
          'loss_hom': loss_hom.detach(), 'loss_sp': loss_sp.detach(),
          'loss_read': loss_read.detach(),
@@ -402,20 +407,22 @@ def make_optimizer(model: nn.Module, optim_cfg: Any) -> torch.optim.Optimizer:
                           weight_decay=optim_cfg.weight_decay)
 
 
-def forward_loss(model: nn.Module, batch: Mapping[str, torch.Tensor], loss_cfg: Any):
+def forward_loss(model: nn.Module, batch: Mapping[str, torch.Tensor], loss_cfg: Any,
+                 step: int = 0):
   """(loss, metrics) of one training forward (also moves the bank when model.training)."""
   out = model(batch['features'], batch['mask'])
-  loss, aux = total_loss(out, batch['labels'], batch['mask'], loss_cfg)
+  loss, aux = total_loss(out, batch['labels'], batch['mask'], loss_cfg, step)
   return loss, {'loss': loss.detach(), **aux}
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
-               batch: Mapping[str, torch.Tensor], loss_cfg: Any, loss_fn=forward_loss
-               ) -> Dict[str, torch.Tensor]:
-  """One update; metrics stay tensors on the device (no .item(): no host sync per step)."""
+               batch: Mapping[str, torch.Tensor], loss_cfg: Any, loss_fn=forward_loss,
+               step: int = 0) -> Dict[str, torch.Tensor]:
+  """One update at training step `step` (the guide weight's schedule); metrics stay tensors
+  on the device (no .item(): no host sync per step)."""
   model.train()
   optimizer.zero_grad(set_to_none=True)
-  loss, metrics = loss_fn(model, batch, loss_cfg)
+  loss, metrics = loss_fn(model, batch, loss_cfg, step)
   loss.backward()
   grads = [p.grad for p in model.parameters() if p.grad is not None]
   metrics['grad_norm'] = torch.linalg.vector_norm(

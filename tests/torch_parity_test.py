@@ -261,10 +261,12 @@ def test_gemm_formulation_of_the_conv_matches():
 
 
 @requires_torch
-@pytest.mark.parametrize('variant', [DEFAULT, BASELINE])
-def test_n_optimizer_steps_end_at_the_same_params_and_bank(variant):
-  """The project's jitted train_step (Adam + L2) vs torch.optim.Adam(weight_decay), N steps."""
+@pytest.mark.parametrize('variant,guide_steps', [(DEFAULT, 0), (BASELINE, 0), (BASELINE, 3)])
+def test_n_optimizer_steps_end_at_the_same_params_and_bank(variant, guide_steps):
+  """The project's jitted train_step (Adam + L2) vs torch.optim.Adam(weight_decay), N steps;
+  guide_steps < N: the guide weight's decay to 0 is followed step by step."""
   config = _config(*variant)
+  config.loss.guide_steps = guide_steps
   start = _jax_variables(variant[0])
   state, mesh = _initial_state(variant[0])
   state = jax.tree.map(jnp.copy, state)   # the step donates its state; keep the cached one
@@ -274,7 +276,7 @@ def test_n_optimizer_steps_end_at_the_same_params_and_bank(variant):
   for i in range(NUM_STEPS):
     batch = _batch(100 + i)
     state, metrics = step_fn(state, parallel.to_global(batch, mesh), jax.random.PRNGKey(0))
-    t_metrics = torch_aumn.train_step(model, optimizer, _torch(batch), config.loss)
+    t_metrics = torch_aumn.train_step(model, optimizer, _torch(batch), config.loss, step=i)
     assert set(t_metrics) == set(metrics)
     for k in ('loss', 'grad_norm'):
       assert _rel(t_metrics[k].item(), metrics[k]) <= TOL, (i, k)

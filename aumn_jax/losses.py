@@ -72,9 +72,10 @@ def foreground_sparsity(fg_BxT, mask_BxT):
 
 
 GUIDE_CLASSES = ('all', 'video')
+GUIDE_FORMS = ('l1', 'bce')
 
 
-def guide_loss(out, mask_BxT, labels_BxC=None):
+def guide_loss(out, mask_BxT, labels_BxC=None, form='l1'):
   """mean_t |1 - a_t - p_bg(t)| over valid snippets: the foreground attention agrees with the
   base branch's per-snippet background probability (HAM-Net / CO2-Net's guide loss). The base
   branch learns p_bg from the video-level targets (every video has background), so a gets a
@@ -85,13 +86,21 @@ def guide_loss(out, mask_BxT, labels_BxC=None):
   the video's own classes only, "is this snippet more background than any action the video
   holds". Over all C + 1 columns the absent classes' mass counts as foreground: the target
   starts at 1 - 1/(C + 1) (a saturates) and stays high on background (docs/method.md §7).
+
+  form='bce': binary cross-entropy of a against the target t = 1 - p_bg, held fixed
+  (stop-gradient). Its gradient on a's logit is a - t, which does not vanish where a has
+  died or saturated; the L1's is sign(.) * a (1 - a), which does.
   """
   logits_BxTxC1 = out['cas']
   if labels_BxC is not None:
     keep_BxC1 = jnp.concatenate([labels_BxC > 0, jnp.ones_like(labels_BxC[:, :1], bool)], -1)
     logits_BxTxC1 = jnp.where(keep_BxC1[:, None, :], logits_BxTxC1, -jnp.inf)
   p_bg_BxT = jax.nn.softmax(logits_BxTxC1, axis=-1)[..., -1]
-  return _masked_mean(jnp.abs(1.0 - out['fg'] - p_bg_BxT), mask_BxT)
+  if form == 'l1':
+    return _masked_mean(jnp.abs(1.0 - out['fg'] - p_bg_BxT), mask_BxT)
+  target = jax.lax.stop_gradient(1.0 - p_bg_BxT)
+  a = jnp.clip(out['fg'], 1e-6, 1.0 - 1e-6)
+  return _masked_mean(-(target * jnp.log(a) + (1.0 - target) * jnp.log1p(-a)), mask_BxT)
 
 
 def guide_weight(loss_cfg: Any, step) -> jnp.ndarray:
@@ -192,8 +201,11 @@ def total_loss(out, batch, loss_cfg: Any, step=0) -> Tuple[jnp.ndarray, Dict[str
   if loss_cfg.guide_classes not in GUIDE_CLASSES:
     raise ValueError(f'config.loss.guide_classes={loss_cfg.guide_classes!r}: not one of '
                      f'{GUIDE_CLASSES}')
+  if loss_cfg.guide_form not in GUIDE_FORMS:
+    raise ValueError(f'config.loss.guide_form={loss_cfg.guide_form!r}: not one of {GUIDE_FORMS}')
   loss_guide = guide_loss(out, mask,
-                          batch['labels'] if loss_cfg.guide_classes == 'video' else None)
+                          batch['labels'] if loss_cfg.guide_classes == 'video' else None,
+                          loss_cfg.guide_form)
   loss = (loss_cls + loss_cfg.lambda_div * loss_div + loss_cfg.lambda_hom * loss_hom
           + loss_cfg.lambda_sp * loss_sp + loss_cfg.lambda_read * loss_read
           + guide_weight(loss_cfg, step) * loss_guide)

@@ -61,6 +61,8 @@ def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
       (config.loss.guide_classes in losses.GUIDE_CLASSES,
        f'config.loss.guide_classes={config.loss.guide_classes!r}: not one of '
        f'{losses.GUIDE_CLASSES}'),
+      (config.loss.guide_form in losses.GUIDE_FORMS,
+       f'config.loss.guide_form={config.loss.guide_form!r}: not one of {losses.GUIDE_FORMS}'),
       (config.loss.guide_steps >= 0, 'config.loss.guide_steps must be >= 0'),
   ]
   for key, known in (('input_norm', models.INPUT_NORMS), ('fg_input', models.FG_INPUTS),

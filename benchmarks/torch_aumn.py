@@ -355,15 +355,20 @@ def diagnostics(out, mask) -> Dict[str, torch.Tensor]:
   return diag
 
 
-def guide_loss(out, mask, labels=None):
+def guide_loss(out, mask, labels=None, form='l1'):
   """mean_t |1 - a_t - p_bg(t)| over valid snippets (base branch's background probability);
-  with labels, p_bg is the softmax over the background and the video's classes only."""
+  with labels, p_bg is the softmax over the background and the video's classes only;
+  form='bce': BCE of a against the detached 1 - p_bg."""
   logits = out['cas']
   if labels is not None:
     keep = torch.cat([labels > 0, torch.ones_like(labels[:, :1], dtype=torch.bool)], -1)
     logits = logits.masked_fill(~keep[:, None, :], float('-inf'))
   p_bg = torch.softmax(logits, -1)[..., -1]
-  return _masked_mean((1.0 - out['fg'] - p_bg).abs(), mask)
+  if form == 'l1':
+    return _masked_mean((1.0 - out['fg'] - p_bg).abs(), mask)
+  target = (1.0 - p_bg).detach()
+  a = out['fg'].clamp(1e-6, 1.0 - 1e-6)
+  return _masked_mean(-(target * a.log() + (1.0 - target) * torch.log1p(-a)), mask)
 
 
 def guide_weight(loss_cfg: Any, step: int) -> float:
@@ -386,7 +391,8 @@ def total_loss(out, labels, mask, loss_cfg: Any, step: int = 0
     loss_div = diversity_loss(out['memory_adapted'])
     loss_hom = homogeneity_loss(out['update_attn'], out['update_cos'], out['fg'], mask)
     loss_read = read_sparsity(out['read_attn'], mask)
-  loss_guide = guide_loss(out, mask, labels if loss_cfg.guide_classes == 'video' else None)
+  loss_guide = guide_loss(out, mask, labels if loss_cfg.guide_classes == 'video' else None,
+                          loss_cfg.guide_form)
   loss = (loss_cls + loss_cfg.lambda_div * loss_div + loss_cfg.lambda_hom * loss_hom
           + loss_cfg.lambda_sp * loss_sp + loss_cfg.lambda_read * loss_read
           + guide_weight(loss_cfg, step) * loss_guide)

@@ -65,6 +65,7 @@ def get_config() -> ml_collections.ConfigDict:
       lambda_guide=0.8,           # mean |1 - a - p_bg| (base branch): keeps a alive, §7
       guide_steps=0,              # > 0: lambda_guide decays linearly to 0 over these steps
       guide_classes='all',        # p_bg over 'all' C + 1 columns | the 'video' classes + bg
+      guide_form='l1',            # |1 - a - p_bg| | 'bce': BCE(a, stop_grad(1 - p_bg))
   ))
 
   c.optim = ml_collections.ConfigDict(dict(

@@ -18,20 +18,21 @@ C1 = C + 1
 def _cfg(div=1.0, hom=0.1, sp=0.1, read=0.2, guide=0.3, guide_steps=0):
   return ml_collections.ConfigDict(dict(lambda_div=div, lambda_hom=hom, lambda_sp=sp,
                                         lambda_read=read, lambda_guide=guide,
-                                        guide_steps=guide_steps, guide_classes='all'))
+                                        guide_steps=guide_steps, guide_classes='all',
+                                        guide_form='l1'))
 
 
-@functools.partial(jax.jit, static_argnames=('guide_classes',))
-def _total_loss(out, batch, lambdas, guide_classes):
+@functools.partial(jax.jit, static_argnames=('guide_classes', 'guide_form'))
+def _total_loss(out, batch, lambdas, guide_classes, guide_form):
   # The weights enter as traced scalars, so one compile per head serves every test.
-  return losses.total_loss(out, batch,
-                           types.SimpleNamespace(guide_classes=guide_classes, **lambdas))
+  return losses.total_loss(out, batch, types.SimpleNamespace(
+      guide_classes=guide_classes, guide_form=guide_form, **lambdas))
 
 
 def _loss(out, batch, cfg):
   cfg = dict(cfg)
-  classes = cfg.pop('guide_classes')
-  return _total_loss(out, batch, {k: jnp.float32(v) for k, v in cfg.items()}, classes)
+  classes, form = cfg.pop('guide_classes'), cfg.pop('guide_form')
+  return _total_loss(out, batch, {k: jnp.float32(v) for k, v in cfg.items()}, classes, form)
 
 
 def _softmax(z):
@@ -171,6 +172,36 @@ def test_guide_over_the_video_classes_matches_loops():
   np.testing.assert_allclose(float(aux['loss_guide']), total / n, rtol=1e-5)
   _, aux_all = _loss(out, batch, _cfg())
   assert abs(float(aux['loss_guide']) - float(aux_all['loss_guide'])) > 1e-3
+
+
+def test_bce_guide_matches_loops_and_pulls_a_dead_attention_back():
+  """guide_form='bce': -[t log a + (1 - t) log(1 - a)], t = 1 - p_bg held fixed."""
+  out, batch = _hand_made('mil')
+  cfg = _cfg()
+  cfg.guide_form = 'bce'
+  _, aux = _loss(out, batch, cfg)
+  m = batch['mask']
+  total = n = 0.0
+  for b in range(B):
+    for t in range(T):
+      if m[b, t]:
+        target = 1.0 - _softmax(out['cas'][b, t])[-1]
+        a = out['fg'][b, t]
+        total += -(target * math.log(a) + (1 - target) * math.log(1 - a))
+        n += 1
+  np.testing.assert_allclose(float(aux['loss_guide']), total / n, rtol=1e-5)
+  # The pull on a's logit where a has died: BCE's is a - t (finite), L1's is ~a (1 - a) -> 0.
+  logit = jnp.full((B, T), -12.0)
+  def guide_of(form, lg):
+    o = dict(out, fg=jax.nn.sigmoid(lg) * batch['mask'])
+    return losses.guide_loss(o, batch['mask'], None, form)
+  g_bce = jax.grad(lambda lg: guide_of('bce', lg))(logit)
+  g_l1 = jax.grad(lambda lg: guide_of('l1', lg))(logit)
+  assert float(jnp.max(jnp.abs(g_l1))) < 1e-5 < 1e-2 < float(jnp.min(-g_bce[0]))
+  # and no gradient reaches the base branch through the target
+  g_cas = jax.grad(lambda c: losses.guide_loss(dict(out, cas=c), batch['mask'], None, 'bce'))(
+      jnp.asarray(out['cas']))
+  assert float(jnp.max(jnp.abs(g_cas))) == 0.0
 
 
 def test_guide_weight_decays_linearly_over_guide_steps():

@@ -268,7 +268,7 @@ def test_bad_config_key_is_one_clear_line(tmp_path):
 
 
 @pytest.mark.parametrize('key', ['model.input_norm', 'model.fg_input', 'model.fg_norm',
-                                 'loss.guide_classes'])
+                                 'loss.guide_classes', 'loss.guide_form'])
 def test_unknown_skeleton_form_is_refused_before_anything_runs(key, tiny_data_dir, tmp_path):
   config = conftest.tiny_config(tiny_data_dir)
   group, name = key.split('.')

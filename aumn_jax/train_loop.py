@@ -301,9 +301,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       plotting.plot_videos(os.path.join(workdir, 'plots'), outputs, eval_split, results,
                            config.evaluation.num_plots)
       if config.model.head == 'aumn':
-        plotting.plot_class_unit_usage(
-            os.path.join(workdir, 'plots', 'class_unit_usage.png'),
-            *plotting.class_unit_usage(outputs, eval_split), eval_split.class_names)
+        usage, counts = plotting.class_unit_usage(outputs, eval_split)
+        plotting.plot_class_unit_usage(os.path.join(workdir, 'plots', 'class_unit_usage.png'),
+                                       usage, counts, eval_split.class_names)
+        evaluation.write_json(os.path.join(workdir, 'plots', 'class_unit_usage.json'), {
+            'rows': eval_split.class_names + ['background'], 'snippets': counts.tolist(),
+            'usage': usage.tolist()})
     return write_results(config, workdir, step, results, scored,
                          best=(best, best_map), label='final')
   finally:

@@ -55,6 +55,7 @@ import numpy as np
 from aumn_jax import checkpointing
 from aumn_jax import data
 from aumn_jax import parallel
+from aumn_jax import plotting
 from aumn_jax import train_loop
 from aumn_jax import train_step
 from configs import synthetic as synthetic_config
@@ -207,6 +208,25 @@ def snippet_auc(outputs: dict[str, dict[str, np.ndarray]], split: data.VideoSpli
   return auc(np.concatenate(scores), np.concatenate(labels))
 
 
+def unit_specificity(usage: np.ndarray) -> dict[str, float]:
+  """Two numbers of a class x unit usage matrix (plotting.class_unit_usage; last row the
+  background), both normalised entropies in [0, 1]:
+    class_spread  mean over action classes of H(row) / log L: 1 = a class reads every unit
+                  alike (one averaged classifier), low = few units per class;
+    unit_sharing  mean over units of H(column over action classes) / log C, weighted by the
+                  unit's total use: 1 = every unit serves every class alike (units carry no
+                  class meaning), low = class-specific units.
+  """
+  actions = usage[:-1]
+  num_classes, num_units = actions.shape
+  h = lambda p, axis: -np.sum(p * np.log(np.maximum(p, 1e-30)), axis=axis)
+  rows = actions / np.maximum(actions.sum(axis=1, keepdims=True), 1e-30)
+  cols = actions / np.maximum(actions.sum(axis=0, keepdims=True), 1e-30)
+  weight = actions.sum(axis=0) / max(actions.sum(), 1e-30)
+  return {'class_spread': float(np.mean(h(rows, 1)) / np.log(num_units)),
+          'unit_sharing': float(np.sum(weight * h(cols, 0)) / np.log(num_classes))}
+
+
 def auc(scores: np.ndarray, positive: np.ndarray) -> float:
   """Mann-Whitney ROC AUC with average ranks for ties; NaN without both classes."""
   n_pos, n_neg = int(positive.sum()), int((~positive).sum())
@@ -272,6 +292,8 @@ def run_one(regime, model, head, seed, steps, eval_every, data_dir, workdir, ove
       'fg_trace': trace, 'eval_curve': evals, 'wall_s': wall, 'workdir': workdir,
       'config': config.to_json(),
   }
+  if head == 'aumn':
+    row.update(unit_specificity(plotting.class_unit_usage(outputs, split)[0]))
   with open(cached, 'w', encoding='utf-8') as f:
     json.dump(row, f)
   return row

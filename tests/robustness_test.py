@@ -59,3 +59,16 @@ def test_overrides_parse_json_values_and_refuse_unknown_keys():
   assert config.data.eval_buckets == (64, 128)
   with pytest.raises(KeyError, match="config has no field 'loss.lambda_nope'"):
     robustness.apply_override(config, 'loss.lambda_nope', 1.0)
+
+
+def test_unit_specificity_spans_specific_to_shared():
+  specific = np.vstack([np.eye(4), np.full((1, 4), 0.25)])     # class c reads unit c only
+  shared = np.full((5, 4), 0.25)                                # every class reads all units
+  assert robustness.unit_specificity(specific) == {'class_spread': 0.0, 'unit_sharing': 0.0}
+  got = robustness.unit_specificity(shared)
+  np.testing.assert_allclose([got['class_spread'], got['unit_sharing']], [1.0, 1.0])
+  # Two classes share unit 0 equally and nothing else: half the mass is shared.
+  half = np.array([[0.5, 0.5, 0.0], [0.5, 0.0, 0.5], [1 / 3, 1 / 3, 1 / 3]])
+  got = robustness.unit_specificity(half)
+  np.testing.assert_allclose(got['class_spread'], np.log(2) / np.log(3))
+  np.testing.assert_allclose(got['unit_sharing'], 0.5)   # weight 1/2 on unit 0 (H = log 2)

@@ -75,7 +75,11 @@ def test_run_writes_its_outputs(uninterrupted):
     assert 'results' in json.load(f)
   plots = sorted(os.listdir(os.path.join(workdir, 'plots')))
   assert config.model.head == 'aumn' and 'class_unit_usage.png' in plots   # AUMN: + the matrix
-  assert len(plots) == config.evaluation.num_plots + 1 and all(p.endswith('.png') for p in plots)
+  with open(os.path.join(workdir, 'plots', 'class_unit_usage.json'), encoding='utf-8') as f:
+    usage = json.load(f)
+  assert usage['rows'][-1] == 'background' and len(usage['usage'][0]) == config.model.num_units
+  pngs = [p for p in plots if p.endswith('.png')]
+  assert len(pngs) == config.evaluation.num_plots + 1 and len(plots) == len(pngs) + 1
 
 
 def test_eight_devices_equal_one(uninterrupted, tmp_path):

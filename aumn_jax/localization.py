@@ -173,10 +173,53 @@ def soft_nms(segments: np.ndarray, scores: np.ndarray, sigma: float,
   return np.asarray(keep, np.int64), np.asarray(kept_scores, np.float64)
 
 
+SCORES = ('class', 'actionness', 'class_x_actionness')
+
+
+def snippet_scores(cas_probs: np.ndarray, fg: np.ndarray, score: str) -> np.ndarray:
+  """What the proposals are cut from: [T, C+1] per-snippet scores in [0, 1] of one video.
+
+  The layout is cas_probs' (background column last, carried along but never thresholded), so
+  `localize_video` takes the result in cas_probs' place. `score` (config localization.score):
+    'class'               p'_c(t), the suppressed branch's softmax (SPEC §5, BaS-Net): one
+                          distribution does both jobs, "is this an action" and "which one".
+    'actionness'          a_t, the foreground attention, the same sequence for every class of
+                          the video (UM's magnitude proposals, CO2-Net's attention proposals).
+    'class_x_actionness'  sqrt(p'(c | action, t) * a_t) with p'(c | action) = p'_c / (1 - p'_bg):
+                          a_t says where an action is, the class distribution among actions
+                          says which; the square root keeps thresholds on a's scale (a video
+                          of one class, p'(c | action) = 1, thresholds sqrt(a)).
+  Evidence for the default: docs/method.md §7 (localization).
+
+  Args:
+    cas_probs: [T, C+1] softmax over C+1, background last.
+    fg: [T] foreground attention a in [0, 1].
+    score: one of SCORES.
+  """
+  cas_probs = np.asarray(cas_probs, np.float64)
+  fg = np.asarray(fg, np.float64)
+  if score == 'class':
+    return cas_probs
+  if fg.shape != cas_probs.shape[:1]:
+    raise ValueError(f'fg has shape {fg.shape}; expected [{cas_probs.shape[0]}] (one a per '
+                     'snippet of cas_probs)')
+  background = cas_probs[:, -1:]
+  if score == 'actionness':
+    actions = np.repeat(fg[:, None], cas_probs.shape[1] - 1, axis=1)
+  elif score == 'class_x_actionness':
+    given_action = cas_probs[:, :-1] / np.maximum(1.0 - background, 1e-12)
+    actions = np.sqrt(np.clip(given_action, 0.0, 1.0) * fg[:, None])
+  else:
+    raise ValueError(f'localization.score={score!r}: must be one of {SCORES}')
+  return np.concatenate([actions, background], axis=1)
+
+
 def check_config(cfg: Any) -> None:
   """Raises ValueError naming the `localization.*` field that is out of range."""
   def fail(key, why):
     raise ValueError(f'config localization.{key}={getattr(cfg, key)!r}: {why}')
+  if cfg.score not in SCORES:
+    fail('score', f'must be one of {", ".join(SCORES)}')
   if not 0.0 <= cfg.class_threshold <= 1.0:
     fail('class_threshold', 'must be in [0, 1]')
   if isinstance(cfg.scale, bool) or int(cfg.scale) != cfg.scale or cfg.scale < 1:

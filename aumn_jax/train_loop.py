@@ -150,7 +150,9 @@ def localize_and_evaluate(outputs, split, config: ml_collections.ConfigDict):
   for i, video_id in enumerate(split.video_ids):
     meta = split.meta(i)
     out = outputs[video_id]
-    videos.append((video_id, out['cas_probs'], out['video_probs'], meta['fps'],
+    scores = localization.snippet_scores(out['cas_probs'], out['fg'],
+                                         config.localization.score)
+    videos.append((video_id, scores, out['video_probs'], meta['fps'],
                    meta['snippet_stride'], meta['duration']))
   results = localization.localize(videos, config.localization, split.class_names)
   ground_truth = evaluation.load_ground_truth(

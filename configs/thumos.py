@@ -78,6 +78,8 @@ def get_config() -> ml_collections.ConfigDict:
   ))
 
   c.localization = ml_collections.ConfigDict(dict(
+      score='class',              # what proposals are cut from: 'class' (p'_c) | 'actionness' (a)
+                                  # | 'class_x_actionness'; localization.snippet_scores
       class_threshold=0.2,        # video classes: p'_c >= this, else top-1
       scale=24,                   # CAS upsampling factor
       thresholds=tuple(round(0.1 + 0.05 * i, 2) for i in range(17)),  # 0.10 .. 0.90

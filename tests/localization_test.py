@@ -16,7 +16,7 @@ from configs import thumos
 
 def _cfg(**overrides):
   """Plain attribute object (localize_video takes any object with these names)."""
-  base = dict(class_threshold=0.2, scale=1, thresholds=(0.5,), outer_ratio=0.25, gamma=0.0,
+  base = dict(score='class', class_threshold=0.2, scale=1, thresholds=(0.5,), outer_ratio=0.25, gamma=0.0,
               nms='nms', nms_iou=0.6, soft_nms_sigma=0.5, max_proposals=100)
   base.update(overrides)
   return types.SimpleNamespace(**base)
@@ -242,10 +242,43 @@ def test_thresholds_never_zero(thresholds):
     _run(_cas([0.9, 0.9]), [0.9, 0.1], _cfg(thresholds=thresholds))
 
 
+# ---------------------------------------------------------------- what proposals are cut from
+
+def test_snippet_scores_by_hand():
+  # Two snippets, two classes + background.
+  cas = np.array([[0.6, 0.2, 0.2],
+                  [0.1, 0.1, 0.8]])
+  fg = np.array([0.9, 0.25])
+  np.testing.assert_array_equal(localization.snippet_scores(cas, fg, 'class'), cas)
+  np.testing.assert_allclose(localization.snippet_scores(cas, fg, 'actionness'),
+                             [[0.9, 0.9, 0.2], [0.25, 0.25, 0.8]])
+  # p(c | action) = p_c / (1 - p_bg): [0.75, 0.25] and [0.5, 0.5]; times a, square root.
+  np.testing.assert_allclose(localization.snippet_scores(cas, fg, 'class_x_actionness'),
+                             [[math.sqrt(0.75 * 0.9), math.sqrt(0.25 * 0.9), 0.2],
+                              [math.sqrt(0.5 * 0.25), math.sqrt(0.5 * 0.25), 0.8]])
+
+
+def test_actionness_cuts_the_attentions_runs_for_every_video_class():
+  # The class CAS is flat; the attention marks snippets 2-4: both classes get that segment.
+  cas = _cas([0.4] * 8, [0.4] * 8)
+  fg = np.array([0.1, 0.1, 0.9, 0.9, 0.9, 0.1, 0.1, 0.1])
+  got = _run(localization.snippet_scores(cas, fg, 'actionness'), [0.5, 0.5, 0.0],
+             _cfg(thresholds=(0.5,)), fps=1.0, stride=1)
+  assert sorted((p['label'], p['segment']) for p in got) == [
+      ('class0', [2.0, 5.0]), ('class1', [2.0, 5.0])]
+
+
+def test_snippet_scores_bad_input():
+  with pytest.raises(ValueError, match='fg has shape'):
+    localization.snippet_scores(np.full((3, 2), 0.5), np.ones(4), 'actionness')
+  with pytest.raises(ValueError, match='localization.score'):
+    localization.snippet_scores(np.full((3, 2), 0.5), np.ones(3), 'magnitude')
+
+
 @pytest.mark.parametrize('key, value', [
     ('scale', 0), ('scale', 2.5), ('nms', 'greedy'), ('nms_iou', 0.0),
     ('soft_nms_sigma', 0.0), ('max_proposals', 0), ('outer_ratio', -0.1),
-    ('class_threshold', 1.5)])
+    ('class_threshold', 1.5), ('score', 'cas')])
 def test_bad_config_names_the_key(key, value):
   with pytest.raises(ValueError, match=f'localization.{key}'):
     localization.check_config(_cfg(**{key: value}))

@@ -97,7 +97,7 @@ def evaluate_run() -> None:
   from aumn_jax import train_loop  # pylint: disable=g-import-not-at-top
   if FLAGS.best and FLAGS.step is not None:
     _fail('--best and --step are exclusive')
-  try:
+  try:  # reads the run's dataset; never generates one (train.py does that on first use)
     train_loop.evaluate_checkpoint(_CONFIG.value, FLAGS.workdir, step=FLAGS.step,
                                    best=FLAGS.best)
   except (train_loop.TrainingError, data.DataError, evaluation.InputError) as e:

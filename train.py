@@ -40,8 +40,12 @@ def main(argv):
   from aumn_jax import train_loop  # pylint: disable=g-import-not-at-top
   from aumn_jax import data  # pylint: disable=g-import-not-at-top
   from aumn_jax import evaluation  # pylint: disable=g-import-not-at-top
+  from data_prep import build  # pylint: disable=g-import-not-at-top
   try:
-    train_loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    mesh = parallel.make_mesh()
+    train_loop.validate_config(_CONFIG.value, mesh)  # a bad value fails before any generation
+    build.prepare_data_dir(_CONFIG.value.data)  # the synthetic default is generated on first use
+    train_loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value, mesh)
   except (train_loop.TrainingError, data.DataError, evaluation.InputError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)

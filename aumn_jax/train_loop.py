@@ -12,10 +12,8 @@ checkpoint at the current step and returns cleanly.
 
 Model math lives in models.py / losses.py, the step in train_step.py, devices in parallel.py.
 """
-import fcntl
 import json
 import os
-import shutil
 import signal
 import time
 from typing import Any, Optional
@@ -85,38 +83,6 @@ def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
     evaluation.check_thresholds(config.evaluation.tiou_thresholds)
   except ValueError as e:  # evaluation.InputError is a ValueError
     raise TrainingError(f'config: {e}') from None
-
-
-def prepare_data_dir(data_cfg: ml_collections.ConfigDict) -> str:
-  """The TFDS data_dir of the configured dataset; builds the synthetic default on first use.
-
-  Only `dataset='synthetic'` is ever generated: a missing real dataset is an error with the
-  build command. Generation runs under a file lock so that processes sharing a disk build once.
-  """
-  data_dir = os.path.abspath(os.path.expanduser(data_cfg.data_dir))
-  if data_cfg.dataset != 'synthetic' or _is_built(data_dir, data_cfg.dataset):
-    return data_dir
-  from data_prep import build as build_lib  # pylint: disable=g-import-not-at-top
-  from data_prep import synthetic  # pylint: disable=g-import-not-at-top
-  os.makedirs(data_dir, exist_ok=True)
-  with open(os.path.join(data_dir, '.build.lock'), 'w') as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    if not _is_built(data_dir, data_cfg.dataset):
-      raw = os.path.join(data_dir, 'raw')
-      print(f'Generating synthetic preset {data_cfg.synthetic_preset!r} '
-            f'(seed {data_cfg.synthetic_seed}) into {data_dir} (first use only)', flush=True)
-      synthetic.generate(raw, 'um', data_cfg.synthetic_preset, seed=data_cfg.synthetic_seed)
-      build_lib.build('synthetic', raw, data_dir)
-      shutil.rmtree(raw)  # the raw dump is only the builder's input
-  return data_dir
-
-
-def _is_built(data_dir: str, dataset: str) -> bool:
-  try:
-    data.load_split(data_dir, dataset, 'train')
-  except data.DatasetNotFoundError:
-    return False
-  return True
 
 
 def predict(eval_fn, state, split, config: ml_collections.ConfigDict,
@@ -224,7 +190,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   workdir = os.path.abspath(os.path.expanduser(workdir))
   mesh = parallel.make_mesh() if mesh is None else mesh
   validate_config(config, mesh)
-  data_dir = prepare_data_dir(config.data)
+  data_dir = config.data.data_dir  # built beforehand: data_prep.build.prepare_data_dir
   train_split = data.load_split(data_dir, config.data.dataset, config.data.train_split)
   eval_split = data.load_split(data_dir, config.data.dataset, config.data.eval_split)
   if train_split.class_names != eval_split.class_names:
@@ -371,7 +337,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *,
   if step is None or step not in manager.all_steps():
     raise TrainingError(f'{workdir}/checkpoints: no checkpoint at step {step}; '
                         f'available: {list(manager.all_steps())}')
-  data_dir = prepare_data_dir(config.data)
+  data_dir = config.data.data_dir
   eval_split = data.load_split(data_dir, config.data.dataset, config.data.eval_split)
   state = checkpointing.restore(
       manager, step, train_step_lib.init_state(config, eval_split.num_classes, mesh))

@@ -20,7 +20,6 @@ Rows (training: global batch 16 x 750 x 2048 float32 = 98 MB, one process):
   eval      eval_batches over the test split, config buckets (256 .. 4096), batch 8.
 Each timed row skips 2 warm-up batches (page cache, allocator); batches/s over --steps.
 """
-import fcntl
 import json
 import os
 import sys
@@ -35,6 +34,8 @@ sys.path.insert(0, REPO)
 
 from aumn_jax import data  # pylint: disable=g-import-not-at-top,wrong-import-position
 from aumn_jax import input_pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import synthetic as synthetic_config  # pylint: disable=g-import-not-at-top,wrong-import-position
+from data_prep import build  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('data_dir', '~/.cache/aumn_jax',
@@ -48,27 +49,14 @@ flags.DEFINE_integer('prefetch', 2, 'Prefetch queue size of the prefetch/overlap
 flags.DEFINE_float('consumer_ms', 500.0, 'Busy time per step of the overlap row; 0 skips it.')
 
 WARMUP = 2
-PRESET, SEED = 'thumos', 0  # configs/synthetic.py: synthetic_preset, synthetic_seed
 EVAL_BUCKETS, EVAL_BATCH = (256, 512, 1024, 2048, 4096), 8  # configs/thumos.py
 
 
 def prepare(cache_root: str) -> str:
-  """DATA_DIR/synthetic_thumos, generated and built once (under a lock, as train_loop does)."""
-  data_dir = os.path.join(os.path.abspath(os.path.expanduser(cache_root)), 'synthetic_thumos')
-  os.makedirs(data_dir, exist_ok=True)
-  with open(os.path.join(data_dir, '.build.lock'), 'w') as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    try:
-      data.dataset_dir(data_dir, 'synthetic')
-    except data.DatasetNotFoundError:
-      from data_prep import build  # pylint: disable=g-import-not-at-top
-      from data_prep import synthetic  # pylint: disable=g-import-not-at-top
-      raw = os.path.join(data_dir, 'raw')
-      print(f'Generating + building synthetic preset {PRESET!r} into {data_dir} (first use)',
-            flush=True)
-      synthetic.generate(raw, 'um', PRESET, seed=SEED, log=print)
-      build.build('synthetic', raw, data_dir, log=print)
-  return data_dir
+  """CACHE_ROOT/synthetic_thumos: configs/synthetic.py's dataset, generated and built once."""
+  data_cfg = synthetic_config.get_config().data
+  data_cfg.data_dir = os.path.join(cache_root, 'synthetic_thumos')
+  return build.prepare_data_dir(data_cfg)
 
 
 def busy(seconds: float) -> None:

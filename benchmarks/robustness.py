@@ -143,8 +143,7 @@ def video_top1(outputs: dict[str, dict[str, np.ndarray]], split: data.VideoSplit
 def predict_final(config: ml_collections.ConfigDict, workdir: str):
   """Restores the latest checkpoint of `workdir` and predicts the eval split."""
   mesh = parallel.make_mesh()
-  data_dir = train_loop.prepare_data_dir(config.data)
-  split = data.load_split(data_dir, config.data.dataset, config.data.eval_split)
+  split = data.load_split(config.data.data_dir, config.data.dataset, config.data.eval_split)
   target = train_step.init_state(config, split.num_classes, mesh)
   manager = checkpointing.create_manager(workdir, read_only=True)
   state = checkpointing.restore(manager, manager.latest_step(), target)

@@ -6,17 +6,18 @@ NAME is thumos14, activitynet12, activitynet13 or synthetic; RAW holds a dump in
 W-TALC layout (auto-detected); the dataset lands in DATA/NAME/1.0.0 (array_record), which
 `aumn_jax.data.load_split(DATA, NAME, split)` reads.
 
-Holds the `build` API (the training loop calls it for the embedded synthetic default) and the
-CLI. The order is what makes a failure clean: read the annotations, check every video's
-features (readable, [T, 2048] or two [T, 1024] halves of equal length, finite, T > 0), and only
-then write, into a temporary directory inside DATA that is renamed into place at the end and
-removed on any failure. Bad input exits 1 with one line, `error: <file>: <problem>`.
+Holds the `build` API, `prepare_data_dir` (the entry points call it: it generates the embedded
+synthetic default on first use) and the CLI. The order is what makes a failure clean: read the
+annotations, check every video's features (readable, [T, 2048] or two [T, 1024] halves of
+equal length, finite, T > 0), and only then write, into a temporary directory inside DATA that
+is renamed into place at the end and removed on any failure. Bad input exits 1 with one line, `error: <file>: <problem>`.
 
-Deliberately doesn't: generate data (data_prep/synthetic.py) or define the record
+Deliberately doesn't: define the synthetic generator (data_prep/synthetic.py) or the record
 (data_prep/builders.py).
 """
 import argparse
 import contextlib
+import fcntl
 import io
 import os
 import shutil
@@ -28,6 +29,7 @@ from typing import Callable
 from aumn_jax import data as data_lib
 from aumn_jax.data import DataError
 from data_prep import layouts
+from data_prep import synthetic
 
 
 def build(dataset: str, manual_dir: str, data_dir: str, layout: str = 'auto',
@@ -102,6 +104,39 @@ def build(dataset: str, manual_dir: str, data_dir: str, layout: str = 'auto',
   size = sum(os.path.getsize(os.path.join(final, f)) for f in os.listdir(final))
   log(f'{dataset}: wrote {final} ({size / 2**20:.1f} MiB, {time.time() - start:.1f}s)')
   return final
+
+
+def prepare_data_dir(data_cfg) -> str:
+  """The TFDS data_dir of a config's `data` group; generates the synthetic default on first use.
+
+  The entry points (train.py, evaluate.py, benchmarks) call this before the library sees the
+  config; `aumn_jax` only ever reads a built dataset. Only `dataset='synthetic'` is generated
+  (preset `synthetic_preset`, seed `synthetic_seed`): a missing real dataset is left to
+  `aumn_jax.data.load_split`'s error with the build command. Generation runs under a file
+  lock so that processes sharing a disk build once.
+  """
+  data_dir = os.path.abspath(os.path.expanduser(data_cfg.data_dir))
+  if data_cfg.dataset != 'synthetic' or _is_built(data_dir, data_cfg.dataset):
+    return data_dir
+  os.makedirs(data_dir, exist_ok=True)
+  with open(os.path.join(data_dir, '.build.lock'), 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not _is_built(data_dir, data_cfg.dataset):
+      raw = os.path.join(data_dir, 'raw')
+      print(f'Generating synthetic preset {data_cfg.synthetic_preset!r} '
+            f'(seed {data_cfg.synthetic_seed}) into {data_dir} (first use only)', flush=True)
+      synthetic.generate(raw, 'um', data_cfg.synthetic_preset, seed=data_cfg.synthetic_seed)
+      build('synthetic', raw, data_dir)
+      shutil.rmtree(raw)  # the raw dump is only the builder's input
+  return data_dir
+
+
+def _is_built(data_dir: str, dataset: str) -> bool:
+  try:
+    data_lib.load_split(data_dir, dataset, 'train')
+  except data_lib.DatasetNotFoundError:
+    return False
+  return True
 
 
 def main(argv=None) -> int:

@@ -113,6 +113,48 @@ def test_existing_dataset_is_kept_unless_overwrite(tmp_path, capsys):
   assert sorted(os.listdir(data_dir)) == ['synthetic']
 
 
+def test_prepare_data_dir_generates_the_synthetic_default_once(tmp_path, capsys):
+  from configs import synthetic as synthetic_config
+  data_cfg = synthetic_config.get_config().data
+  data_cfg.data_dir = str(tmp_path / 'data')
+  data_cfg.synthetic_preset = 'tiny'
+  data_dir = build.prepare_data_dir(data_cfg)
+  assert data_dir == str(tmp_path / 'data')
+  assert 'first use only' in capsys.readouterr().out
+  split = data.load_split(data_dir, 'synthetic', 'train')
+  assert len(split) == synthetic.PRESETS['tiny'].num_train
+  assert sorted(os.listdir(data_dir)) == ['.build.lock', 'synthetic']  # the raw dump is gone
+  assert build.prepare_data_dir(data_cfg) == data_dir
+  assert capsys.readouterr().out == ''  # built: nothing generated again
+
+
+def test_prepare_data_dir_never_generates_a_real_dataset(tmp_path):
+  from configs import thumos as thumos_config
+  data_cfg = thumos_config.get_config().data
+  data_cfg.data_dir = str(tmp_path / 'data')
+  assert build.prepare_data_dir(data_cfg) == data_cfg.data_dir
+  assert not os.path.exists(data_cfg.data_dir)
+  with pytest.raises(data.DatasetNotFoundError, match='data_prep.build --dataset thumos14'):
+    data.load_split(data_cfg.data_dir, data_cfg.dataset, 'train')
+
+
+def test_the_library_never_imports_data_prep():
+  """aumn_jax reads built datasets; generation and building belong to the entry points."""
+  import ast  # pylint: disable=g-import-not-at-top
+  package = os.path.join(conftest.REPO, 'aumn_jax')
+  offenders = []
+  for name in sorted(os.listdir(package)):
+    if not name.endswith('.py'):
+      continue
+    with open(os.path.join(package, name), encoding='utf-8') as f:
+      tree = ast.parse(f.read())
+    for node in ast.walk(tree):
+      modules = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                 [node.module or ''] if isinstance(node, ast.ImportFrom) else [])
+      offenders += [f'{name}: {m}' for m in modules if m.split('.')[0] == 'data_prep']
+  assert not offenders
+
+
 def test_failed_overwrite_keeps_the_old_dataset(tmp_path, capsys):
   raw = mini_dump(tmp_path, 'um')
   data_dir = str(tmp_path / 'data')

@@ -17,13 +17,12 @@ num_ground_truth, num_predictions} (fractions) atomically, only on success. Bad 
 The file path imports no JAX (aumn_jax.evaluation is NumPy only).
 """
 
-import sys
-
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from aumn_jax import cli
 from aumn_jax import evaluation
 
 FLAGS = flags.FLAGS
@@ -51,11 +50,6 @@ flags.DEFINE_bool('best', False, 'Checkpoint mode: evaluate the best-by-test-mAP
                   '(optimistic: selected on the test split).')
 
 
-def _fail(message: str) -> None:
-  print(f'error: {message}', file=sys.stderr)
-  sys.exit(1)
-
-
 def _thresholds(protocol: evaluation.Protocol) -> tuple[float, ...]:
   if FLAGS.tiou is None:
     return protocol.tiou_thresholds
@@ -64,23 +58,20 @@ def _thresholds(protocol: evaluation.Protocol) -> tuple[float, ...]:
     try:
       values.append(float(text))
     except ValueError:
-      _fail(f'--tiou: {text!r} is not a number')
+      cli.fail(f'--tiou: {text!r} is not a number')
   return tuple(values)
 
 
 def evaluate_files() -> None:
   """--ground_truth/--proposals: score an exported proposals file (NumPy only)."""
   protocol = evaluation.PROTOCOLS[FLAGS.protocol]
-  try:
-    thresholds = _thresholds(protocol)
-    gt = evaluation.load_ground_truth(FLAGS.ground_truth, subset=FLAGS.subset)
-    proposals = evaluation.load_proposals(FLAGS.proposals)
-    result = evaluation.compute(gt, proposals, thresholds, ambiguous=FLAGS.ambiguous,
-                                drop_unknown_labels=FLAGS.drop_unknown_labels)
-    if FLAGS.output:
-      evaluation.write_json(FLAGS.output, result.to_dict())
-  except evaluation.InputError as e:
-    _fail(str(e))
+  thresholds = _thresholds(protocol)
+  gt = evaluation.load_ground_truth(FLAGS.ground_truth, subset=FLAGS.subset)
+  proposals = evaluation.load_proposals(FLAGS.proposals)
+  result = evaluation.compute(gt, proposals, thresholds, ambiguous=FLAGS.ambiguous,
+                              drop_unknown_labels=FLAGS.drop_unknown_labels)
+  if FLAGS.output:
+    evaluation.write_json(FLAGS.output, result.to_dict())
   print(evaluation.format_table(result, protocol=protocol, ground_truth_name=FLAGS.ground_truth,
                                 proposals_name=FLAGS.proposals, per_class=FLAGS.per_class))
   if FLAGS.output:
@@ -93,31 +84,28 @@ def evaluate_run() -> None:
     logging.set_verbosity(logging.WARNING)
   from aumn_jax import parallel  # pylint: disable=g-import-not-at-top
   parallel.maybe_initialize_distributed()
-  from aumn_jax import data  # pylint: disable=g-import-not-at-top
   from aumn_jax import train_loop  # pylint: disable=g-import-not-at-top
   if FLAGS.best and FLAGS.step is not None:
-    _fail('--best and --step are exclusive')
-  try:  # reads the run's dataset; never generates one (train.py does that on first use)
-    train_loop.evaluate_checkpoint(_CONFIG.value, FLAGS.workdir, step=FLAGS.step,
-                                   best=FLAGS.best)
-  except (train_loop.TrainingError, data.DataError, evaluation.InputError) as e:
-    _fail(str(e))
+    cli.fail('--best and --step are exclusive')
+  # Reads the run's dataset; never generates one (train.py does that on first use).
+  train_loop.evaluate_checkpoint(_CONFIG.value, FLAGS.workdir, step=FLAGS.step, best=FLAGS.best)
 
 
+@cli.user_errors
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   if FLAGS.workdir or FLAGS['config'].present:
     if not (FLAGS.workdir and FLAGS['config'].present):
-      _fail('checkpoint mode needs both --config and --workdir')
+      cli.fail('checkpoint mode needs both --config and --workdir')
     if FLAGS.ground_truth or FLAGS.proposals:
-      _fail('use either --config/--workdir or --ground_truth/--proposals, not both')
+      cli.fail('use either --config/--workdir or --ground_truth/--proposals, not both')
     evaluate_run()
     return
   if not (FLAGS.ground_truth and FLAGS.proposals):
-    _fail('--ground_truth and --proposals are both required (or --config and --workdir)')
+    cli.fail('--ground_truth and --proposals are both required (or --config and --workdir)')
   evaluate_files()
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

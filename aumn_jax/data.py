@@ -28,11 +28,13 @@ from typing import Any
 
 import numpy as np
 
+from aumn_jax import errors
+
 # Builder version every dataset is written at (data_prep/builders.py imports it).
 VERSION = '1.0.0'
 
 
-class DataError(Exception):
+class DataError(errors.UserError):
   """Bad input data: one line naming the file and what is wrong with it."""
 
   def __init__(self, path: Any, problem: str):

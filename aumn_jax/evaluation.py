@@ -60,8 +60,10 @@ import uuid
 
 import numpy as np
 
+from aumn_jax import errors
 
-class InputError(ValueError):
+
+class InputError(errors.UserError, ValueError):
   """Malformed input; str(error) is one line naming the file (or object) and the problem."""
 
 

@@ -25,6 +25,7 @@ import tqdm
 
 from aumn_jax import checkpointing
 from aumn_jax import data
+from aumn_jax import errors
 from aumn_jax import evaluation
 from aumn_jax import input_pipeline
 from aumn_jax import localization
@@ -37,10 +38,6 @@ from aumn_jax import train_step as train_step_lib
 
 HEADS = ('aumn', 'mil')
 SAMPLINGS = ('random_crop', 'uniform')
-
-
-class TrainingError(RuntimeError):
-  """A run that cannot go on (diverged, bad config, bad data): one line for the user."""
 
 
 def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
@@ -69,20 +66,20 @@ def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
     checks.append((value in known, f'config.model.{key}={value!r}: not one of {known}'))
   for ok, message in checks:
     if not ok:
-      raise TrainingError(message)
+      raise errors.TrainingError(message)
   for what in ('batch_size', 'data.eval_batch_size'):
     value = config.batch_size if what == 'batch_size' else config.data.eval_batch_size
     try:
       parallel.check_batch_size(value, mesh, what)
     except ValueError as e:
-      raise TrainingError(str(e)) from None
+      raise errors.TrainingError(str(e)) from None
   # Settings first used at the first evaluation: checked now, not eval_every_steps later.
   try:
     localization.check_config(config.localization)
     input_pipeline.check_buckets(config.data.eval_buckets)
     evaluation.check_thresholds(config.evaluation.tiou_thresholds)
   except ValueError as e:  # evaluation.InputError is a ValueError
-    raise TrainingError(f'config: {e}') from None
+    raise errors.TrainingError(f'config: {e}') from None
 
 
 def predict(eval_fn, state, split, config: ml_collections.ConfigDict,
@@ -174,7 +171,7 @@ def _fetch_checked(pending: list[tuple[int, Any]]) -> list[tuple[int, dict[str, 
     # writes NaN into the params, so both are checked before anything is checkpointed.
     for key in ('loss', 'grad_norm'):
       if not np.isfinite(metrics[key]):
-        raise TrainingError(
+        raise errors.TrainingError(
             f'non-finite {key} ({metrics[key]}) at step {step}; stopped without saving it '
             '(the last good checkpoint is kept)')
     rows.append((step, metrics))
@@ -194,7 +191,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   train_split = data.load_split(data_dir, config.data.dataset, config.data.train_split)
   eval_split = data.load_split(data_dir, config.data.dataset, config.data.eval_split)
   if train_split.class_names != eval_split.class_names:
-    raise TrainingError(f'{data_dir}: train and eval splits have different class lists')
+    raise errors.TrainingError(f'{data_dir}: train and eval splits have different class lists')
 
   _check_same_run(config, workdir)  # before anything in W is written
   state = train_step_lib.init_state(config, train_split.num_classes, mesh)
@@ -324,18 +321,18 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *,
   mesh = parallel.make_mesh()
   validate_config(config, mesh)
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
-    raise TrainingError(f'{workdir}: no checkpoints/ directory (train there first)')
+    raise errors.TrainingError(f'{workdir}: no checkpoints/ directory (train there first)')
   manager = checkpointing.create_manager(workdir, read_only=True)
   if best:
     step, label = manager.best_step(), 'best by test mAP: optimistic'
     if step is None:
-      raise TrainingError(f'{workdir}/checkpoints: no evaluated checkpoint to call best')
+      raise errors.TrainingError(f'{workdir}/checkpoints: no evaluated checkpoint to call best')
   elif step is None:
     step, label = manager.latest_step(), 'latest'
   else:
     label = 'requested'
   if step is None or step not in manager.all_steps():
-    raise TrainingError(f'{workdir}/checkpoints: no checkpoint at step {step}; '
+    raise errors.TrainingError(f'{workdir}/checkpoints: no checkpoint at step {step}; '
                         f'available: {list(manager.all_steps())}')
   data_dir = config.data.data_dir
   eval_split = data.load_split(data_dir, config.data.dataset, config.data.eval_split)
@@ -359,12 +356,13 @@ def _check_same_run(config: ml_collections.ConfigDict, workdir: str) -> None:
     saved = json.load(f)
   current = json.loads(config.to_json_best_effort())
   if saved['data'].get('feature_dim') != current['data']['feature_dim']:
-    raise TrainingError(f'{path}: the run used data.feature_dim={saved["data"].get("feature_dim")}')
+    raise errors.TrainingError(
+        f'{path}: the run used data.feature_dim={saved["data"].get("feature_dim")}')
   for group in ('model', 'memory'):
     for key, value in saved.get(group, {}).items():
       if current[group].get(key) != value:
-        raise TrainingError(
+        raise errors.TrainingError(
             f'{path}: the run used {group}.{key}={value!r}, this config has '
             f'{current[group].get(key)!r}: use the run\'s config and overrides (or a new workdir)')
   if saved['data']['dataset'] != current['data']['dataset']:
-    raise TrainingError(f'{path}: the run used data.dataset={saved["data"]["dataset"]!r}')
+    raise errors.TrainingError(f'{path}: the run used data.dataset={saved["data"]["dataset"]!r}')

@@ -40,6 +40,7 @@ if _REPO not in sys.path:
 import jax
 import numpy as np
 
+from aumn_jax import cli
 from benchmarks import robustness
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -133,6 +134,7 @@ def markdown(summary: dict[str, dict[str, dict[str, Any]]], steps: int, data_see
   return '\n'.join(lines + [f'Command: `{command}`', ''])
 
 
+@cli.user_errors
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -176,4 +178,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

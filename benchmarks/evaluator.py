@@ -36,6 +36,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, 'tests'))
 
+from aumn_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from aumn_jax import evaluation  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
@@ -167,6 +168,7 @@ def format_row(r):
           f' {ref("anet_s")} {diff("anet_max_abs_diff")} {speed}  {100 * r["average_map"]:5.2f}')
 
 
+@cli.user_errors
 def main(argv):
   del argv
   unknown = set(FLAGS.cases) - set(CASES)
@@ -195,4 +197,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -25,13 +25,13 @@ import os
 import sys
 import time
 
-from absl import app
 from absl import flags
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from aumn_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from aumn_jax import data  # pylint: disable=g-import-not-at-top,wrong-import-position
 from aumn_jax import input_pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import synthetic as synthetic_config  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -142,6 +142,7 @@ def eval_row(split):
               shapes=sorted({tb for tb, _ in plan}))
 
 
+@cli.user_errors
 def main(argv):
   del argv
   data_dir = prepare(FLAGS.data_dir)
@@ -181,4 +182,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -26,7 +26,6 @@ import os
 import sys
 import time
 
-from absl import app
 from absl import flags
 import numpy as np
 
@@ -35,6 +34,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO not in sys.path:
   sys.path.insert(0, _REPO)
 
+from aumn_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from aumn_jax import localization  # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import thumos  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -97,6 +97,7 @@ def candidate_runs(videos, cfg):
   return total
 
 
+@cli.user_errors
 def main(argv):
   del argv
   rng = np.random.default_rng(_SEED.value)
@@ -154,4 +155,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

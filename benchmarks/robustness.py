@@ -53,6 +53,7 @@ import ml_collections
 import numpy as np
 
 from aumn_jax import checkpointing
+from aumn_jax import cli
 from aumn_jax import data
 from aumn_jax import parallel
 from aumn_jax import plotting
@@ -334,6 +335,7 @@ def markdown(summary, steps, data_seed, command, overrides) -> str:
   return '\n'.join([note, '', *lines, '', f'Command: `{command}`', ''])
 
 
+@cli.user_errors
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -388,4 +390,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -81,6 +81,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from aumn_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from aumn_jax import parallel  # pylint: disable=g-import-not-at-top,wrong-import-position
 from aumn_jax import train_step  # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import synthetic as synthetic_config  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -760,6 +761,7 @@ def setup_frameworks() -> None:
     torch.backends.cudnn.benchmark = True
 
 
+@cli.user_errors
 def main(argv):
   del argv
   if FLAGS.markdown_section and not re.fullmatch(r'[a-z0-9_]+', FLAGS.markdown_section):
@@ -796,4 +798,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -17,6 +17,7 @@ import pytest
 
 import conftest
 from aumn_jax import checkpointing
+from aumn_jax import errors
 from aumn_jax import losses
 from aumn_jax import parallel
 from aumn_jax import train_loop
@@ -122,7 +123,7 @@ def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(
   original = losses.total_loss
   monkeypatch.setattr(losses, 'total_loss',
                       lambda *a, **k: (original(*a, **k)[0] * np.nan, original(*a, **k)[1]))
-  with pytest.raises(train_loop.TrainingError, match='non-finite loss .* at step 3'):
+  with pytest.raises(errors.TrainingError, match='non-finite loss .* at step 3'):
     train_loop.train_and_evaluate(config, workdir)
   manager = checkpointing.create_manager(workdir, read_only=True)
   assert manager.all_steps() == [2]
@@ -277,7 +278,7 @@ def test_unknown_skeleton_form_is_refused_before_anything_runs(key, tiny_data_di
   config = conftest.tiny_config(tiny_data_dir)
   group, name = key.split('.')
   config[group][name] = 'centre'
-  with pytest.raises(train_loop.TrainingError, match=f"config.{key}='centre': not one of"):
+  with pytest.raises(errors.TrainingError, match=f"config.{key}='centre': not one of"):
     train_loop.train_and_evaluate(config, str(tmp_path / 'w'))
   assert not os.path.exists(tmp_path / 'w')
 
@@ -309,7 +310,7 @@ def test_resume_with_another_model_config_is_refused(uninterrupted, tmp_path):
   other.model.dim = 24
   with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
     before = f.read()
-  with pytest.raises(train_loop.TrainingError, match='model.dim=16'):
+  with pytest.raises(errors.TrainingError, match='model.dim=16'):
     train_loop.train_and_evaluate(other, workdir)
   with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
     assert f.read() == before  # the run's record is untouched
@@ -318,7 +319,7 @@ def test_resume_with_another_model_config_is_refused(uninterrupted, tmp_path):
 def test_bad_localization_setting_fails_before_training(tiny_data_dir, tmp_path):
   config = conftest.tiny_config(tiny_data_dir)
   config.localization.nms = 'hard'
-  with pytest.raises(train_loop.TrainingError, match='localization.nms'):
+  with pytest.raises(errors.TrainingError, match='localization.nms'):
     train_loop.train_and_evaluate(config, str(tmp_path))
   assert not os.path.exists(tmp_path / 'checkpoints')
 

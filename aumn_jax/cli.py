@@ -1,0 +1,51 @@
+"""The one wrapper every command-line entry point runs under (train.py, evaluate.py, benchmarks).
+
+Two rules. `run(main)` is absl's app.run where a mistake on the command line (an unknown flag,
+a typo'd `--config.KEY`, a bad value) is one line and exit status 2. `@user_errors` on `main`
+turns an `errors.UserError` into one line `error: <message>` and exit status 1. Anything else
+is a bug and keeps its traceback. Imports no JAX (evaluate.py's file mode is NumPy only).
+"""
+import functools
+import sys
+from typing import Callable, Sequence
+
+from absl import app
+from absl import flags
+
+from aumn_jax import errors
+
+
+def fail(message: str, status: int = 1) -> None:
+  """Prints `error: message` on stderr and exits with `status`."""
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(status)
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+  """absl flag parsing, with command-line mistakes (a typo'd config key) as one line."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    message = str(e)
+    if len(message) > 1 and message[0] == message[-1] == "'":  # a repr'd KeyError inside
+      message = message[1:-1]
+    message = ' '.join(message.replace('\\n', ' ').replace("\\'", "'").split())
+    fail(f'bad command line: {message}', status=2)
+
+
+def user_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
+  """Decorates an entry point's main: an errors.UserError becomes `error: ...`, exit 1."""
+
+  @functools.wraps(main)
+  def guarded(argv):
+    try:
+      return main(argv)
+    except errors.UserError as e:
+      fail(str(e))
+
+  return guarded
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+  """app.run(main) with command-line mistakes as one line (see the module docstring)."""
+  app.run(main, flags_parser=parse_flags)

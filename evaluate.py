@@ -84,11 +84,11 @@ def evaluate_run() -> None:
     logging.set_verbosity(logging.WARNING)
   from aumn_jax import parallel  # pylint: disable=g-import-not-at-top
   parallel.maybe_initialize_distributed()
-  from aumn_jax import train_loop  # pylint: disable=g-import-not-at-top
+  from aumn_jax import eval_loop  # pylint: disable=g-import-not-at-top
   if FLAGS.best and FLAGS.step is not None:
     cli.fail('--best and --step are exclusive')
   # Reads the run's dataset; never generates one (train.py does that on first use).
-  train_loop.evaluate_checkpoint(_CONFIG.value, FLAGS.workdir, step=FLAGS.step, best=FLAGS.best)
+  eval_loop.evaluate_checkpoint(_CONFIG.value, FLAGS.workdir, step=FLAGS.step, best=FLAGS.best)
 
 
 @cli.user_errors

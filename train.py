@@ -24,10 +24,11 @@ def main(argv):
   if not flags.FLAGS['verbosity'].present:  # orbax/tfds INFO chatter; --verbosity=0 shows it
     logging.set_verbosity(logging.WARNING)
   parallel.maybe_initialize_distributed()
+  from aumn_jax import config_checks  # pylint: disable=g-import-not-at-top
   from aumn_jax import train_loop  # pylint: disable=g-import-not-at-top
   from data_prep import build  # pylint: disable=g-import-not-at-top
   mesh = parallel.make_mesh()
-  train_loop.validate_config(_CONFIG.value, mesh)  # a bad value fails before any generation
+  config_checks.validate_config(_CONFIG.value, mesh)  # a bad value fails before any generation
   build.prepare_data_dir(_CONFIG.value.data)  # the synthetic default is generated on first use
   train_loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value, mesh)
 

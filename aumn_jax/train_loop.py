@@ -10,9 +10,10 @@ are functions of (seed, step), so the resumed run is the uninterrupted one. A no
 stops the run naming its step before anything non-finite is checkpointed; SIGTERM saves a
 checkpoint at the current step and returns cleanly.
 
-Model math lives in models.py / losses.py, the step in train_step.py, devices in parallel.py.
+Model math lives in models.py / losses.py, the step in train_step.py, devices in parallel.py,
+evaluation (predict -> localize -> evaluate -> write) in eval_loop.py, config checks in
+config_checks.py.
 """
-import json
 import os
 import signal
 import time
@@ -24,114 +25,16 @@ import numpy as np
 import tqdm
 
 from aumn_jax import checkpointing
+from aumn_jax import config_checks
 from aumn_jax import data
 from aumn_jax import errors
+from aumn_jax import eval_loop
 from aumn_jax import evaluation
 from aumn_jax import input_pipeline
-from aumn_jax import localization
-from aumn_jax import losses
 from aumn_jax import metric_writer
-from aumn_jax import models
 from aumn_jax import parallel
 from aumn_jax import plotting
 from aumn_jax import train_step as train_step_lib
-
-HEADS = ('aumn', 'mil')
-SAMPLINGS = ('random_crop', 'uniform')
-
-
-def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
-  """Catches the config values that would otherwise fail deep inside jit with a traceback."""
-  checks = [
-      (config.model.head in HEADS, f'config.model.head={config.model.head!r}: not one of {HEADS}'),
-      (config.data.sampling in SAMPLINGS,
-       f'config.data.sampling={config.data.sampling!r}: not one of {SAMPLINGS}'),
-      (config.batch_size > 0, f'config.batch_size={config.batch_size}: must be > 0'),
-      (config.num_train_steps >= 0, 'config.num_train_steps must be >= 0'),
-      (config.data.max_snippets > 0, 'config.data.max_snippets must be > 0'),
-      (min(config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps) > 0,
-       'config.{log,eval,checkpoint}_every_steps must be > 0'),
-      (config.model.tau > 0 and config.model.tau_u > 0, 'config.model.tau/tau_u must be > 0'),
-      (0.0 <= config.model.dropout < 1.0, 'config.model.dropout must be in [0, 1)'),
-      (config.loss.guide_classes in losses.GUIDE_CLASSES,
-       f'config.loss.guide_classes={config.loss.guide_classes!r}: not one of '
-       f'{losses.GUIDE_CLASSES}'),
-      (config.loss.guide_form in losses.GUIDE_FORMS,
-       f'config.loss.guide_form={config.loss.guide_form!r}: not one of {losses.GUIDE_FORMS}'),
-      (config.loss.guide_steps >= 0, 'config.loss.guide_steps must be >= 0'),
-  ]
-  for key, known in (('input_norm', models.INPUT_NORMS), ('fg_input', models.FG_INPUTS),
-                     ('fg_norm', models.FG_NORMS)):
-    value = config.model[key]
-    checks.append((value in known, f'config.model.{key}={value!r}: not one of {known}'))
-  for ok, message in checks:
-    if not ok:
-      raise errors.TrainingError(message)
-  for what in ('batch_size', 'data.eval_batch_size'):
-    value = config.batch_size if what == 'batch_size' else config.data.eval_batch_size
-    try:
-      parallel.check_batch_size(value, mesh, what)
-    except ValueError as e:
-      raise errors.TrainingError(str(e)) from None
-  # Settings first used at the first evaluation: checked now, not eval_every_steps later.
-  try:
-    localization.check_config(config.localization)
-    input_pipeline.check_buckets(config.data.eval_buckets)
-    evaluation.check_thresholds(config.evaluation.tiou_thresholds)
-  except ValueError as e:  # evaluation.InputError is a ValueError
-    raise errors.TrainingError(f'config: {e}') from None
-
-
-def predict(eval_fn, state, split, config: ml_collections.ConfigDict,
-            mesh: jax.sharding.Mesh) -> dict[str, dict[str, np.ndarray]]:
-  """Runs eval_step over a whole split: {video_id: per-video outputs cut to its length}."""
-  outputs = {}
-  for host_batch in input_pipeline.eval_batches(
-      split, batch_size=config.data.eval_batch_size, buckets=config.data.eval_buckets,
-      process_index=jax.process_index(), process_count=jax.process_count()):
-    index = parallel.to_host(parallel.to_global(host_batch['index'], mesh))
-    inputs = {k: host_batch[k] for k in ('features', 'mask')}
-    result = parallel.to_host(eval_fn(state, parallel.to_global(inputs, mesh)))
-    for row, video_index in enumerate(index):
-      if video_index < 0:
-        continue
-      length = int(split.lengths[video_index])
-      outputs[split.video_ids[video_index]] = {
-          key: (value[row, :length] if value.ndim >= 3 or key == 'fg' else value[row])
-          for key, value in result.items()}
-  return outputs
-
-
-def localize_and_evaluate(outputs, split, config: ml_collections.ConfigDict):
-  """Model outputs of a split -> (ActivityNet results dict, evaluation.Evaluation).
-
-  Predicted labels without ground truth in the evaluated split are dropped and counted
-  (`num_unknown_dropped`): the ActivityNet code would crash on them, and a small test split
-  need not cover every class.
-  """
-  videos = []
-  for i, video_id in enumerate(split.video_ids):
-    meta = split.meta(i)
-    out = outputs[video_id]
-    scores = localization.snippet_scores(out['cas_probs'], out['fg'],
-                                         config.localization.score)
-    videos.append((video_id, scores, out['video_probs'], meta['fps'],
-                   meta['snippet_stride'], meta['duration']))
-  results = localization.localize(videos, config.localization, split.class_names)
-  ground_truth = evaluation.load_ground_truth(
-      data.ground_truth(split, config.data.eval_split), subset=config.data.eval_split)
-  scored = evaluation.compute(ground_truth, evaluation.validate_results(results),
-                              config.evaluation.tiou_thresholds, drop_unknown_labels=True)
-  return results, scored
-
-
-def protocol_for(tiou_thresholds) -> Optional[evaluation.Protocol]:
-  """The benchmark protocol whose thresholds these are (for the table's averages), if any."""
-  for protocol in evaluation.PROTOCOLS.values():
-    if np.allclose(protocol.tiou_thresholds, tiou_thresholds):
-      return protocol
-  return None
-
 
 class _Preemption:
   """Turns SIGTERM into a flag the loop checks between steps (all processes agree on it)."""
@@ -186,14 +89,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """
   workdir = os.path.abspath(os.path.expanduser(workdir))
   mesh = parallel.make_mesh() if mesh is None else mesh
-  validate_config(config, mesh)
+  config_checks.validate_config(config, mesh)
   data_dir = config.data.data_dir  # built beforehand: data_prep.build.prepare_data_dir
   train_split = data.load_split(data_dir, config.data.dataset, config.data.train_split)
   eval_split = data.load_split(data_dir, config.data.dataset, config.data.eval_split)
   if train_split.class_names != eval_split.class_names:
     raise errors.TrainingError(f'{data_dir}: train and eval splits have different class lists')
 
-  _check_same_run(config, workdir)  # before anything in W is written
+  config_checks.check_same_run(config, workdir)  # before anything in W is written
   state = train_step_lib.init_state(config, train_split.num_classes, mesh)
   manager = checkpointing.create_manager(workdir)
   start_step = manager.latest_step() or 0
@@ -206,8 +109,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)  # dropout stream (init used 0)
 
   def evaluate_now(step):
-    outputs = predict(eval_fn, state, eval_split, config, mesh)
-    results, scored = localize_and_evaluate(outputs, eval_split, config)
+    outputs = eval_loop.predict(eval_fn, state, eval_split, config, mesh)
+    results, scored = eval_loop.localize_and_evaluate(outputs, eval_split, config)
     metrics = scored.to_dict()
     writer.write(step, {k: metrics[k] for k in ('map', 'average_map', 'tiou_thresholds')},
                  prefix='eval/')
@@ -272,97 +175,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         evaluation.write_json(os.path.join(workdir, 'plots', 'class_unit_usage.json'), {
             'rows': eval_split.class_names + ['background'], 'snippets': counts.tolist(),
             'usage': usage.tolist()})
-    return write_results(config, workdir, step, results, scored,
+    return eval_loop.write_results(config, workdir, step, results, scored,
                          best=(best, best_map), label='final')
   finally:
     progress.close()
     iterator.close()
     manager.wait_until_finished()
     writer.close()
-
-
-def write_results(config, workdir, step, results, scored, *, best=(None, None),
-                  label='final') -> dict[str, Any]:
-  """proposals_<split>.json, results.json and the printed table for one evaluated checkpoint.
-
-  `best` = (step, average mAP) of the best-by-test checkpoint, reported beside the headline
-  (final) numbers and labelled as the optimistic choice it is.
-  """
-  summary = {**scored.to_dict(), 'step': int(step)}
-  if best[0] is not None:
-    summary['best_by_test_map'] = {
-        'step': int(best[0]), 'average_map': float(best[1]),
-        'note': 'checkpoint selected by test mAP: optimistic, not the headline number'}
-  if jax.process_index() == 0:
-    split_name = config.data.eval_split
-    evaluation.write_proposals(os.path.join(workdir, f'proposals_{split_name}.json'), results)
-    evaluation.write_json(os.path.join(workdir, 'results.json'), summary)
-    print(evaluation.format_table(
-        scored, protocol=protocol_for(scored.tiou_thresholds),
-        ground_truth_name=f'{config.data.dataset}/{split_name}',
-        proposals_name=f'step {step} ({label})'), flush=True)
-    if best[0] is not None:
-      print(f'best-by-test-mAP checkpoint (optimistic): step {best[0]}, '
-            f'average mAP {100 * best[1]:.2f}', flush=True)
-  return summary
-
-
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *,
-                        step: Optional[int] = None, best: bool = False) -> dict[str, Any]:
-  """Restores a checkpoint of `workdir`, localizes the eval split, writes and prints the table.
-
-  The latest checkpoint by default (`step` picks another, `best` the best-by-test one, labelled
-  optimistic). Outputs go to W/eval_step_<N>/ (proposals_<split>.json, results.json) so the
-  run's own final results are never overwritten; the numbers equal the in-training evaluation
-  of that checkpoint (same eval step, same localization, same evaluator).
-  """
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  _check_same_run(config, workdir)
-  mesh = parallel.make_mesh()
-  validate_config(config, mesh)
-  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
-    raise errors.TrainingError(f'{workdir}: no checkpoints/ directory (train there first)')
-  manager = checkpointing.create_manager(workdir, read_only=True)
-  if best:
-    step, label = manager.best_step(), 'best by test mAP: optimistic'
-    if step is None:
-      raise errors.TrainingError(f'{workdir}/checkpoints: no evaluated checkpoint to call best')
-  elif step is None:
-    step, label = manager.latest_step(), 'latest'
-  else:
-    label = 'requested'
-  if step is None or step not in manager.all_steps():
-    raise errors.TrainingError(f'{workdir}/checkpoints: no checkpoint at step {step}; '
-                        f'available: {list(manager.all_steps())}')
-  data_dir = config.data.data_dir
-  eval_split = data.load_split(data_dir, config.data.dataset, config.data.eval_split)
-  state = checkpointing.restore(
-      manager, step, train_step_lib.init_state(config, eval_split.num_classes, mesh))
-  _, eval_fn = train_step_lib.jit_steps(config, mesh)
-  outputs = predict(eval_fn, state, eval_split, config, mesh)
-  results, scored = localize_and_evaluate(outputs, eval_split, config)
-  out_dir = os.path.join(workdir, f'eval_step_{step}')
-  if jax.process_index() == 0:
-    os.makedirs(out_dir, exist_ok=True)
-  return write_results(config, out_dir, step, results, scored, label=label)
-
-
-def _check_same_run(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Fails in one line when the config's model/data differ from the run's W/config.json."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    return
-  with open(path, encoding='utf-8') as f:
-    saved = json.load(f)
-  current = json.loads(config.to_json_best_effort())
-  if saved['data'].get('feature_dim') != current['data']['feature_dim']:
-    raise errors.TrainingError(
-        f'{path}: the run used data.feature_dim={saved["data"].get("feature_dim")}')
-  for group in ('model', 'memory'):
-    for key, value in saved.get(group, {}).items():
-      if current[group].get(key) != value:
-        raise errors.TrainingError(
-            f'{path}: the run used {group}.{key}={value!r}, this config has '
-            f'{current[group].get(key)!r}: use the run\'s config and overrides (or a new workdir)')
-  if saved['data']['dataset'] != current['data']['dataset']:
-    raise errors.TrainingError(f'{path}: the run used data.dataset={saved["data"]["dataset"]!r}')

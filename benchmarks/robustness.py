@@ -55,6 +55,7 @@ import numpy as np
 from aumn_jax import checkpointing
 from aumn_jax import cli
 from aumn_jax import data
+from aumn_jax import eval_loop
 from aumn_jax import parallel
 from aumn_jax import plotting
 from aumn_jax import train_loop
@@ -149,7 +150,7 @@ def predict_final(config: ml_collections.ConfigDict, workdir: str):
   manager = checkpointing.create_manager(workdir, read_only=True)
   state = checkpointing.restore(manager, manager.latest_step(), target)
   _, eval_fn = train_step.jit_steps(config, mesh)
-  return train_loop.predict(eval_fn, state, split, config, mesh), split
+  return eval_loop.predict(eval_fn, state, split, config, mesh), split
 
 
 def average_over(tious: Sequence[float], maps: Sequence[float], lo: float, hi: float) -> float:

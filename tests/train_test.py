@@ -18,6 +18,7 @@ import pytest
 import conftest
 from aumn_jax import checkpointing
 from aumn_jax import errors
+from aumn_jax import eval_loop
 from aumn_jax import losses
 from aumn_jax import parallel
 from aumn_jax import train_loop
@@ -285,11 +286,11 @@ def test_unknown_skeleton_form_is_refused_before_anything_runs(key, tiny_data_di
 
 def test_evaluate_checkpoint_reproduces_the_training_numbers(uninterrupted):
   config, workdir, summary = uninterrupted
-  latest = train_loop.evaluate_checkpoint(config, workdir)
+  latest = eval_loop.evaluate_checkpoint(config, workdir)
   assert latest['map'] == summary['map'] and latest['step'] == 4  # exactly, not approximately
   with open(os.path.join(workdir, 'eval_step_4', 'results.json'), encoding='utf-8') as f:
     assert json.load(f)['average_map'] == summary['average_map']
-  best = train_loop.evaluate_checkpoint(config, workdir, best=True)
+  best = eval_loop.evaluate_checkpoint(config, workdir, best=True)
   assert best['average_map'] == summary['best_by_test_map']['average_map']
 
 

@@ -1,0 +1,85 @@
+"""Checks of a config before anything runs: against the code, and against a workdir's run.
+
+`validate_config` catches the values that would otherwise fail deep inside jit (or at the
+first evaluation) with a traceback; `check_same_run` refuses a workdir trained with another
+model or dataset. Both raise errors.TrainingError: one line naming the key.
+"""
+import json
+import os
+
+import jax
+import ml_collections
+
+from aumn_jax import errors
+from aumn_jax import evaluation
+from aumn_jax import input_pipeline
+from aumn_jax import localization
+from aumn_jax import losses
+from aumn_jax import models
+from aumn_jax import parallel
+
+HEADS = ('aumn', 'mil')
+SAMPLINGS = ('random_crop', 'uniform')
+
+
+def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
+  """Catches the config values that would otherwise fail deep inside jit with a traceback."""
+  checks = [
+      (config.model.head in HEADS, f'config.model.head={config.model.head!r}: not one of {HEADS}'),
+      (config.data.sampling in SAMPLINGS,
+       f'config.data.sampling={config.data.sampling!r}: not one of {SAMPLINGS}'),
+      (config.batch_size > 0, f'config.batch_size={config.batch_size}: must be > 0'),
+      (config.num_train_steps >= 0, 'config.num_train_steps must be >= 0'),
+      (config.data.max_snippets > 0, 'config.data.max_snippets must be > 0'),
+      (min(config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps) > 0,
+       'config.{log,eval,checkpoint}_every_steps must be > 0'),
+      (config.model.tau > 0 and config.model.tau_u > 0, 'config.model.tau/tau_u must be > 0'),
+      (0.0 <= config.model.dropout < 1.0, 'config.model.dropout must be in [0, 1)'),
+      (config.loss.guide_classes in losses.GUIDE_CLASSES,
+       f'config.loss.guide_classes={config.loss.guide_classes!r}: not one of '
+       f'{losses.GUIDE_CLASSES}'),
+      (config.loss.guide_form in losses.GUIDE_FORMS,
+       f'config.loss.guide_form={config.loss.guide_form!r}: not one of {losses.GUIDE_FORMS}'),
+      (config.loss.guide_steps >= 0, 'config.loss.guide_steps must be >= 0'),
+  ]
+  for key, known in (('input_norm', models.INPUT_NORMS), ('fg_input', models.FG_INPUTS),
+                     ('fg_norm', models.FG_NORMS)):
+    value = config.model[key]
+    checks.append((value in known, f'config.model.{key}={value!r}: not one of {known}'))
+  for ok, message in checks:
+    if not ok:
+      raise errors.TrainingError(message)
+  for what in ('batch_size', 'data.eval_batch_size'):
+    value = config.batch_size if what == 'batch_size' else config.data.eval_batch_size
+    try:
+      parallel.check_batch_size(value, mesh, what)
+    except ValueError as e:
+      raise errors.TrainingError(str(e)) from None
+  # Settings first used at the first evaluation: checked now, not eval_every_steps later.
+  try:
+    localization.check_config(config.localization)
+    input_pipeline.check_buckets(config.data.eval_buckets)
+    evaluation.check_thresholds(config.evaluation.tiou_thresholds)
+  except ValueError as e:  # evaluation.InputError is a ValueError
+    raise errors.TrainingError(f'config: {e}') from None
+
+
+def check_same_run(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Fails in one line when the config's model/data differ from the run's W/config.json."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return
+  with open(path, encoding='utf-8') as f:
+    saved = json.load(f)
+  current = json.loads(config.to_json_best_effort())
+  if saved['data'].get('feature_dim') != current['data']['feature_dim']:
+    raise errors.TrainingError(
+        f'{path}: the run used data.feature_dim={saved["data"].get("feature_dim")}')
+  for group in ('model', 'memory'):
+    for key, value in saved.get(group, {}).items():
+      if current[group].get(key) != value:
+        raise errors.TrainingError(
+            f'{path}: the run used {group}.{key}={value!r}, this config has '
+            f'{current[group].get(key)!r}: use the run\'s config and overrides (or a new workdir)')
+  if saved['data']['dataset'] != current['data']['dataset']:
+    raise errors.TrainingError(f'{path}: the run used data.dataset={saved["data"]["dataset"]!r}')

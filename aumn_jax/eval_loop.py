@@ -1,0 +1,142 @@
+"""Evaluation of a trained state: predict -> localize -> evaluate -> write.
+
+`predict` runs the jitted eval step over a split (bucketed shapes, every process its share);
+`localize_and_evaluate` turns per-snippet scores into proposals (localization.py) and scores
+them (evaluation.py); `write_results` writes proposals_<split>.json and results.json and
+prints the table. `evaluate_checkpoint` is evaluate.py's path: restore a checkpoint of a
+workdir and do the same, so its numbers equal the in-training evaluation of that checkpoint.
+train_loop.py keeps only the cadence.
+"""
+import os
+from typing import Any, Optional
+
+import jax
+import ml_collections
+import numpy as np
+
+from aumn_jax import checkpointing
+from aumn_jax import config_checks
+from aumn_jax import data
+from aumn_jax import errors
+from aumn_jax import evaluation
+from aumn_jax import input_pipeline
+from aumn_jax import localization
+from aumn_jax import parallel
+from aumn_jax import train_step as train_step_lib
+
+
+def predict(eval_fn, state, split, config: ml_collections.ConfigDict,
+            mesh: jax.sharding.Mesh) -> dict[str, dict[str, np.ndarray]]:
+  """Runs eval_step over a whole split: {video_id: per-video outputs cut to its length}."""
+  outputs = {}
+  for host_batch in input_pipeline.eval_batches(
+      split, batch_size=config.data.eval_batch_size, buckets=config.data.eval_buckets,
+      process_index=jax.process_index(), process_count=jax.process_count()):
+    index = parallel.to_host(parallel.to_global(host_batch['index'], mesh))
+    inputs = {k: host_batch[k] for k in ('features', 'mask')}
+    result = parallel.to_host(eval_fn(state, parallel.to_global(inputs, mesh)))
+    for row, video_index in enumerate(index):
+      if video_index < 0:
+        continue
+      length = int(split.lengths[video_index])
+      outputs[split.video_ids[video_index]] = {
+          key: (value[row, :length] if value.ndim >= 3 or key == 'fg' else value[row])
+          for key, value in result.items()}
+  return outputs
+
+
+def localize_and_evaluate(outputs, split, config: ml_collections.ConfigDict):
+  """Model outputs of a split -> (ActivityNet results dict, evaluation.Evaluation).
+
+  Predicted labels without ground truth in the evaluated split are dropped and counted
+  (`num_unknown_dropped`): the ActivityNet code would crash on them, and a small test split
+  need not cover every class.
+  """
+  videos = []
+  for i, video_id in enumerate(split.video_ids):
+    meta = split.meta(i)
+    out = outputs[video_id]
+    scores = localization.snippet_scores(out['cas_probs'], out['fg'],
+                                         config.localization.score)
+    videos.append((video_id, scores, out['video_probs'], meta['fps'],
+                   meta['snippet_stride'], meta['duration']))
+  results = localization.localize(videos, config.localization, split.class_names)
+  ground_truth = evaluation.load_ground_truth(
+      data.ground_truth(split, config.data.eval_split), subset=config.data.eval_split)
+  scored = evaluation.compute(ground_truth, evaluation.validate_results(results),
+                              config.evaluation.tiou_thresholds, drop_unknown_labels=True)
+  return results, scored
+
+
+def protocol_for(tiou_thresholds) -> Optional[evaluation.Protocol]:
+  """The benchmark protocol whose thresholds these are (for the table's averages), if any."""
+  for protocol in evaluation.PROTOCOLS.values():
+    if np.allclose(protocol.tiou_thresholds, tiou_thresholds):
+      return protocol
+  return None
+
+
+def write_results(config, workdir, step, results, scored, *, best=(None, None),
+                  label='final') -> dict[str, Any]:
+  """proposals_<split>.json, results.json and the printed table for one evaluated checkpoint.
+
+  `best` = (step, average mAP) of the best-by-test checkpoint, reported beside the headline
+  (final) numbers and labelled as the optimistic choice it is.
+  """
+  summary = {**scored.to_dict(), 'step': int(step)}
+  if best[0] is not None:
+    summary['best_by_test_map'] = {
+        'step': int(best[0]), 'average_map': float(best[1]),
+        'note': 'checkpoint selected by test mAP: optimistic, not the headline number'}
+  if jax.process_index() == 0:
+    split_name = config.data.eval_split
+    evaluation.write_proposals(os.path.join(workdir, f'proposals_{split_name}.json'), results)
+    evaluation.write_json(os.path.join(workdir, 'results.json'), summary)
+    print(evaluation.format_table(
+        scored, protocol=protocol_for(scored.tiou_thresholds),
+        ground_truth_name=f'{config.data.dataset}/{split_name}',
+        proposals_name=f'step {step} ({label})'), flush=True)
+    if best[0] is not None:
+      print(f'best-by-test-mAP checkpoint (optimistic): step {best[0]}, '
+            f'average mAP {100 * best[1]:.2f}', flush=True)
+  return summary
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *,
+                        step: Optional[int] = None, best: bool = False) -> dict[str, Any]:
+  """Restores a checkpoint of `workdir`, localizes the eval split, writes and prints the table.
+
+  The latest checkpoint by default (`step` picks another, `best` the best-by-test one, labelled
+  optimistic). Outputs go to W/eval_step_<N>/ (proposals_<split>.json, results.json) so the
+  run's own final results are never overwritten; the numbers equal the in-training evaluation
+  of that checkpoint (same eval step, same localization, same evaluator).
+  """
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  config_checks.check_same_run(config, workdir)
+  mesh = parallel.make_mesh()
+  config_checks.validate_config(config, mesh)
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    raise errors.TrainingError(f'{workdir}: no checkpoints/ directory (train there first)')
+  manager = checkpointing.create_manager(workdir, read_only=True)
+  if best:
+    step, label = manager.best_step(), 'best by test mAP: optimistic'
+    if step is None:
+      raise errors.TrainingError(f'{workdir}/checkpoints: no evaluated checkpoint to call best')
+  elif step is None:
+    step, label = manager.latest_step(), 'latest'
+  else:
+    label = 'requested'
+  if step is None or step not in manager.all_steps():
+    raise errors.TrainingError(f'{workdir}/checkpoints: no checkpoint at step {step}; '
+                        f'available: {list(manager.all_steps())}')
+  data_dir = config.data.data_dir
+  eval_split = data.load_split(data_dir, config.data.dataset, config.data.eval_split)
+  state = checkpointing.restore(
+      manager, step, train_step_lib.init_state(config, eval_split.num_classes, mesh))
+  _, eval_fn = train_step_lib.jit_steps(config, mesh)
+  outputs = predict(eval_fn, state, eval_split, config, mesh)
+  results, scored = localize_and_evaluate(outputs, eval_split, config)
+  out_dir = os.path.join(workdir, f'eval_step_{step}')
+  if jax.process_index() == 0:
+    os.makedirs(out_dir, exist_ok=True)
+  return write_results(config, out_dir, step, results, scored, label=label)

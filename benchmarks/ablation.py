@@ -31,10 +31,6 @@ from typing import Any, Sequence
 from absl import app
 from absl import flags
 
-# `python benchmarks/ablation.py` puts benchmarks/ on sys.path, not the repo root.
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO not in sys.path:
-  sys.path.insert(0, _REPO)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax

@@ -12,7 +12,7 @@ Predictions mix jittered copies of ground truths, random segments of the video's
 other classes, so some score well, many are false positives, many overlap several ground truths.
 
 "ours" = load_ground_truth + load_proposals (json parse included) + compute, median of --repeats.
-References (once, on already-parsed rows; they live in tests/evaluation_test.py):
+References (once, on already-parsed rows; aumn_jax/evaluation_reference.py, the tests' own):
   simple:   the plain-Python protocol definition the tests check against;
   anet:     the official ActivityNet per-prediction loop (compute_average_precision_detection,
             transcribed with pandas replaced by lists, so faster than the real one).
@@ -24,7 +24,6 @@ rounded segments) happens to order a tie differently.
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 
@@ -32,12 +31,10 @@ from absl import app
 from absl import flags
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.join(REPO, 'tests'))
 
 from aumn_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from aumn_jax import evaluation  # pylint: disable=g-import-not-at-top,wrong-import-position
+from aumn_jax import evaluation_reference  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('json', None, 'Write the measurements here as JSON.')
@@ -143,15 +140,14 @@ def run_case(name, spec, tmp):
       ours_compute_s=statistics.median(computes), ours_min_s=min(totals),
       ours_cpu_s=statistics.median(cpus), average_map=result.average_map)
   if not FLAGS.skip_references:
-    import evaluation_test  # pylint: disable=g-import-not-at-top
     gt_rows, pred_rows = rows(gt_dict, proposals)
     t0 = time.perf_counter()
-    classes, ap = evaluation_test.reference_ap(gt_rows, pred_rows, list(thresholds))
+    classes, ap = evaluation_reference.reference_ap(gt_rows, pred_rows, list(thresholds))
     out['simple_s'] = time.perf_counter() - t0
     assert classes == list(result.class_names)
     out['simple_max_abs_diff'] = float(np.abs(np.asarray(ap) - result.ap).max())
     t0 = time.perf_counter()
-    classes, ap, _, _ = evaluation_test.official_ap(gt_rows, pred_rows, np.asarray(thresholds))
+    classes, ap, _, _ = evaluation_reference.official_ap(gt_rows, pred_rows, np.asarray(thresholds))
     out['anet_s'] = time.perf_counter() - t0
     out['anet_max_abs_diff'] = float(np.abs(ap - result.ap).max())
   return out

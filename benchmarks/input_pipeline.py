@@ -22,14 +22,11 @@ Each timed row skips 2 warm-up batches (page cache, allocator); batches/s over -
 """
 import json
 import os
-import sys
 import time
 
 from absl import flags
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 from aumn_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from aumn_jax import data  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -23,16 +23,12 @@ Not measured here: the accelerator forward pass and the JSON export.
 import json
 import math
 import os
-import sys
 import time
 
 from absl import flags
 import numpy as np
 
-# `python benchmarks/localization.py` puts benchmarks/ on sys.path, not the repo root.
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO not in sys.path:
-  sys.path.insert(0, _REPO)
 
 from aumn_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from aumn_jax import localization  # pylint: disable=g-import-not-at-top,wrong-import-position

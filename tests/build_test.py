@@ -138,23 +138,6 @@ def test_prepare_data_dir_never_generates_a_real_dataset(tmp_path):
     data.load_split(data_cfg.data_dir, data_cfg.dataset, 'train')
 
 
-def test_the_library_never_imports_data_prep():
-  """aumn_jax reads built datasets; generation and building belong to the entry points."""
-  import ast  # pylint: disable=g-import-not-at-top
-  package = os.path.join(conftest.REPO, 'aumn_jax')
-  offenders = []
-  for name in sorted(os.listdir(package)):
-    if not name.endswith('.py'):
-      continue
-    with open(os.path.join(package, name), encoding='utf-8') as f:
-      tree = ast.parse(f.read())
-    for node in ast.walk(tree):
-      modules = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                 [node.module or ''] if isinstance(node, ast.ImportFrom) else [])
-      offenders += [f'{name}: {m}' for m in modules if m.split('.')[0] == 'data_prep']
-  assert not offenders
-
-
 def test_failed_overwrite_keeps_the_old_dataset(tmp_path, capsys):
   raw = mini_dump(tmp_path, 'um')
   data_dir = str(tmp_path / 'data')

@@ -1,6 +1,9 @@
-"""Shared test setup: 8 fake CPU devices, set before anything imports jax."""
+"""Shared test setup: 8 fake CPU devices, set before anything imports jax.
+
+The packages (aumn_jax, data_prep, configs, benchmarks) are imported as installed
+(`pip install -e .`, README); nothing here edits sys.path.
+"""
 import os
-import sys
 
 if 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', ''):
   # (subprocesses of tests that chose their own device count keep it)
@@ -9,8 +12,6 @@ if 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', '')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-  sys.path.insert(0, REPO)
 
 SHARED_DATA = os.path.join(os.path.dirname(REPO), 'shared', 'data')
 

@@ -25,6 +25,7 @@ from aumn_jax import train_loop
 from aumn_jax import train_step
 
 REPO = conftest.REPO
+TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 def _final_variables(workdir, config, num_classes):
@@ -189,9 +190,8 @@ def test_training_lowers_the_loss_and_raises_map(tiny_data_dir, tmp_path):
   assert after > max(3 * before, before + 0.05), (before, after)
 
 
+# Run with cwd=tests/ (for `import conftest`); aumn_jax is the installed package.
 _WORKER = textwrap.dedent('''
-    import os, sys
-    sys.path.insert(0, {repo!r}); sys.path.insert(0, os.path.join({repo!r}, 'tests'))
     from aumn_jax import parallel
     parallel.maybe_initialize_distributed()
     import conftest
@@ -215,10 +215,10 @@ def test_two_processes_equal_one_process(tiny_data_dir, tmp_path):
   """2 processes x 2 devices (jax.distributed on 127.0.0.1) == 1 process x 4 devices."""
   config = conftest.tiny_config(tiny_data_dir)
   workdir_mp = str(tmp_path / 'two_processes')
-  code = _WORKER.format(repo=REPO, data_dir=tiny_data_dir, workdir=workdir_mp, steps=4)
+  code = _WORKER.format(data_dir=tiny_data_dir, workdir=workdir_mp, steps=4)
   port = 20000 + os.getpid() % 20000
   procs = [subprocess.Popen(
-      [sys.executable, '-c', code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      [sys.executable, '-c', code], cwd=TESTS, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
       env=_worker_env(2, AUMN_COORDINATOR=f'127.0.0.1:{port}', AUMN_NUM_PROCESSES='2',
                       AUMN_PROCESS_ID=str(i))) for i in range(2)]
   outputs = []
@@ -244,8 +244,8 @@ def test_two_processes_equal_one_process(tiny_data_dir, tmp_path):
 @pytest.mark.slow
 def test_sigterm_saves_and_the_rerun_resumes(tiny_data_dir, tmp_path):
   workdir = str(tmp_path)
-  code = _WORKER.format(repo=REPO, data_dir=tiny_data_dir, workdir=workdir, steps=100000)
-  proc = subprocess.Popen([sys.executable, '-c', code], cwd=REPO, stdout=subprocess.PIPE,
+  code = _WORKER.format(data_dir=tiny_data_dir, workdir=workdir, steps=100000)
+  proc = subprocess.Popen([sys.executable, '-c', code], cwd=TESTS, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, env=_worker_env(8))
   metrics = os.path.join(workdir, 'metrics.jsonl')
   deadline = time.time() + 300

@@ -1,0 +1,65 @@
+"""The import structure the project promises (read from the source, nothing imported).
+
+aumn_jax never imports data_prep (datasets are generated and built by the entry points),
+evaluate.py never imports the training loop, and nothing edits sys.path: the packages are
+imported as installed (`pip install -e .`).
+"""
+import ast
+import os
+
+import conftest
+
+REPO = conftest.REPO
+
+
+def _python_files(*dirs):
+  for d in dirs:
+    root = os.path.join(REPO, d)
+    if os.path.isfile(root):
+      yield root
+      continue
+    for name in sorted(os.listdir(root)):
+      if name.endswith('.py'):
+        yield os.path.join(root, name)
+
+
+def _imports(path):
+  """Every module name an import statement of `path` names (function-local ones too)."""
+  with open(path, encoding='utf-8') as f:
+    tree = ast.parse(f.read())
+  names = []
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      names += [a.name for a in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.module:
+      names.append(node.module)
+      names += [f'{node.module}.{a.name}' for a in node.names]
+  return names
+
+
+def test_the_library_never_imports_data_prep():
+  offenders = [f'{os.path.basename(p)}: {m}' for p in _python_files('aumn_jax')
+               for m in _imports(p) if m.split('.')[0] == 'data_prep']
+  assert not offenders
+
+
+def test_evaluate_py_imports_no_training_loop():
+  offenders = [m for m in _imports(os.path.join(REPO, 'evaluate.py'))
+               if m in ('aumn_jax.train_loop', 'aumn_jax.train_step')]
+  assert not offenders
+
+
+def test_nothing_edits_sys_path():
+  offenders = []
+  for path in _python_files('aumn_jax', 'data_prep', 'configs', 'benchmarks', 'tests',
+                            'train.py', 'evaluate.py'):
+    with open(path, encoding='utf-8') as f:
+      tree = ast.parse(f.read())
+    for node in ast.walk(tree):  # sys.path.<anything>(...) and sys.path[...] = ...
+      target = node.func if isinstance(node, ast.Call) else (
+          node.targets[0] if isinstance(node, ast.Assign) else None)
+      target = getattr(target, 'value', None)
+      if (isinstance(target, ast.Attribute) and target.attr == 'path'
+          and isinstance(target.value, ast.Name) and target.value.id == 'sys'):
+        offenders.append(f'{os.path.relpath(path, REPO)}:{node.lineno}')
+  assert not offenders

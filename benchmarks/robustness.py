@@ -54,6 +54,7 @@ from aumn_jax import checkpointing
 from aumn_jax import cli
 from aumn_jax import data
 from aumn_jax import eval_loop
+from aumn_jax import localization
 from aumn_jax import parallel
 from aumn_jax import plotting
 from aumn_jax import train_loop
@@ -94,6 +95,9 @@ def define_flags() -> None:
   flags.DEFINE_string('json', None, 'Write every run and the summary here.')
   flags.DEFINE_string('markdown', None, 'Write the markdown table here.')
   flags.DEFINE_multi_string('set', [], 'KEY=VALUE config override applied to every run.')
+  flags.DEFINE_list('scores', [], 'Also score every run\'s final checkpoint with these '
+                    f'localization.score values (of {list(localization.SCORES)}): one column '
+                    'each, avg mAP 0.1:0.7; finished runs are re-localized, not retrained.')
   flags.DEFINE_multi_string('include_json', [], 'Earlier --json outputs whose runs join the '
                             'table (e.g. more seeds of some regimes); same steps and data seed.')
 
@@ -265,13 +269,40 @@ def plateau_steps(trace: Sequence[tuple[int, float]]) -> int:
   return total
 
 
-def run_one(regime, model, head, seed, steps, eval_every, data_dir, workdir, overrides):
+def score_by_localization(row, config, workdir, scores, outputs=None, split=None):
+  """Adds row['avg_by_score'][s]: avg mAP 0.1:0.7 of the final checkpoint localized with
+  `localization.score = s`, for each s of `scores` not there yet (one prediction, then only
+  localization and evaluation per score). Returns whether anything was added."""
+  by_score = row.setdefault('avg_by_score', {})
+  missing = [s for s in scores if s not in by_score]
+  if not missing:
+    return False
+  if outputs is None:
+    outputs, split = predict_final(config, workdir)
+  for score in missing:
+    variant = config.copy_and_resolve_references()
+    variant.localization.score = score
+    _, scored = eval_loop.localize_and_evaluate(outputs, split, variant)
+    by_score[score] = average_over([float(t) for t in scored.tiou_thresholds],
+                                   [float(m) for m in scored.map], 0.1, 0.7)
+  return True
+
+
+def _write_row(path, row):
+  with open(path, 'w', encoding='utf-8') as f:
+    json.dump(row, f)
+
+
+def run_one(regime, model, head, seed, steps, eval_every, data_dir, workdir, overrides,
+            scores=()):
   config = make_config(model, head, seed, steps, eval_every, data_dir, overrides)
   cached = os.path.join(workdir, ROW_FILE)
   if os.path.exists(cached):  # a finished run of this very config: its row, not a re-eval
     with open(cached, encoding='utf-8') as f:
       row = json.load(f)
     if row.get('config') == config.to_json():
+      if score_by_localization(row, config, workdir, scores):
+        _write_row(cached, row)
       return row
   start = time.perf_counter()
   summary = train_loop.train_and_evaluate(config, workdir)
@@ -293,8 +324,8 @@ def run_one(regime, model, head, seed, steps, eval_every, data_dir, workdir, ove
   }
   if head == 'aumn':
     row.update(unit_specificity(plotting.class_unit_usage(outputs, split)[0]))
-  with open(cached, 'w', encoding='utf-8') as f:
-    json.dump(row, f)
+  score_by_localization(row, config, workdir, scores, outputs, split)
+  _write_row(cached, row)
   return row
 
 
@@ -304,27 +335,39 @@ def summarize(rows):
     groups.setdefault((r['regime'], r['model'], r['head']), []).append(r)
   out = []
   for (regime, model, head), mine in groups.items():
-    stat = lambda k: (float(np.mean([r[k] for r in mine])),
-                      float(np.std([r[k] for r in mine], ddof=1)) if len(mine) > 1 else 0.0)
+    mean_std = lambda v: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0)
+    stat = lambda k: mean_std([r[k] for r in mine])  # pylint: disable=cell-var-from-loop
     out.append({'regime': regime, 'model': model, 'head': head,
                 'seeds': [r['seed'] for r in mine], 'map': stat('avg_0.1:0.7'),
                 'top1': stat('top1'), 'fg_auc': stat('fg_auc'),
                 'plateau_steps': stat('plateau_steps'),
-                'fg_min': min(r['fg_min'] for r in mine), 'fg_max': max(r['fg_max'] for r in mine)})
+                'fg_min': min(r['fg_min'] for r in mine), 'fg_max': max(r['fg_max'] for r in mine),
+                'by_score': {score: mean_std([r['avg_by_score'][score] for r in mine])
+                             for score in scores_of(mine)}})
   return out
 
 
+def scores_of(rows) -> list[str]:
+  """The localization.score variants every one of `rows` was scored with, in a fixed order."""
+  common = set.intersection(*(set(r.get('avg_by_score', {})) for r in rows)) if rows else set()
+  return [s for s in localization.SCORES if s in common]
+
+
 def markdown(summary, steps, data_seed, command, overrides) -> str:
+  scores = [x for x in localization.SCORES
+            if summary and all(x in s['by_score'] for s in summary)]
   lines = ['| regime | model | head | seeds | avg mAP 0.1:0.7 | video top-1 | AUC(a) '
-           '| plateau steps | mean a range (steps ≥ 20) |',
-           '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+           '| plateau steps | mean a range (steps ≥ 20) |'
+           + ''.join(f' score={x} |' for x in scores),
+           '| --- | --- | --- | --- | --- | --- | --- | --- | --- |' + ' --- |' * len(scores)]
   pct = lambda ms: f'{100 * ms[0]:.1f} ± {100 * ms[1]:.1f}'
   for s in summary:
     lines.append(f"| {s['regime']} | {s['model']} | {s['head']} | "
                  f"{','.join(map(str, s['seeds']))} | {pct(s['map'])} | "
                  f"{pct(s['top1'])} | {s['fg_auc'][0]:.3f} ± {s['fg_auc'][1]:.3f} | "
                  f"{s['plateau_steps'][0]:.0f} ± {s['plateau_steps'][1]:.0f} | "
-                 f"{s['fg_min']:.3f} – {s['fg_max']:.3f} |")
+                 f"{s['fg_min']:.3f} – {s['fg_max']:.3f} |"
+                 + ''.join(f' {pct(s["by_score"][x])} |' for x in scores))
   seeds = sorted({x for s in summary for x in s['seeds']})
   note = (f'{steps} steps of batch 16 × 300 snippets, run seeds {seeds}, data seed {data_seed}'
           f"{' (validation battery)' if data_seed == 1 else ''}; mean ± sample std over seeds "
@@ -343,6 +386,9 @@ def main(argv):
     bad = [v for v in values if v not in known]
     if bad:
       raise app.UsageError(f'--{name}: unknown {bad}; known: {list(known)}')
+  bad = [v for v in FLAGS.scores if v not in localization.SCORES]
+  if bad:
+    raise app.UsageError(f'--scores: unknown {bad}; known: {list(localization.SCORES)}')
   if FLAGS.steps < PLATEAU_FROM:
     raise app.UsageError(f'--steps={FLAGS.steps}: at least {PLATEAU_FROM} (the plateau window)')
   overrides = parse_overrides(FLAGS.set)
@@ -355,7 +401,7 @@ def main(argv):
           workdir = os.path.join(FLAGS.workdir, 'runs', f'{regime}_seed{FLAGS.data_seed}',
                                  model, head, f'seed_{seed}')
           row = run_one(regime, model, head, seed, FLAGS.steps, FLAGS.eval_every, data_dir,
-                        workdir, overrides)
+                        workdir, overrides, FLAGS.scores)
           rows.append(row)
           print(f"[robustness] {regime} {model} {head} seed {seed}: avg mAP 0.1:0.7 "
                 f"{100 * row['avg_0.1:0.7']:.2f}, top-1 {100 * row['top1']:.1f}, "

@@ -72,3 +72,25 @@ def test_unit_specificity_spans_specific_to_shared():
   got = robustness.unit_specificity(half)
   np.testing.assert_allclose(got['class_spread'], np.log(2) / np.log(3))
   np.testing.assert_allclose(got['unit_sharing'], 0.5)   # weight 1/2 on unit 0 (H = log 2)
+
+
+def _row(seed, avg, by_score):
+  return {'regime': 'r', 'model': 'small', 'head': 'mil', 'seed': seed, 'avg_0.1:0.7': avg,
+          'top1': 1.0, 'fg_auc': 0.9, 'plateau_steps': 0, 'fg_min': 0.2, 'fg_max': 0.6,
+          'avg_by_score': by_score}
+
+
+def test_localization_score_columns_only_for_scores_every_seed_has():
+  rows = [_row(0, 0.40, {'class': 0.40, 'actionness': 0.50}),
+          _row(1, 0.44, {'class': 0.44, 'actionness': 0.54, 'class_x_actionness': 0.6})]
+  summary = robustness.summarize(rows)
+  assert list(summary[0]['by_score']) == ['class', 'actionness']
+  mean, std = summary[0]['by_score']['actionness']
+  np.testing.assert_allclose([mean, std], [0.52, np.std([0.50, 0.54], ddof=1)])
+  table = robustness.markdown(summary, 300, 1, 'cmd', [])
+  header, _, line = table.splitlines()[2:5]
+  assert header.endswith('| score=class | score=actionness |')
+  assert line.endswith('| 42.0 ± 2.8 | 52.0 ± 2.8 |')
+  # Rows scored with nothing extra: the table is today's, column for column.
+  plain = robustness.markdown(robustness.summarize([_row(0, 0.4, {})]), 300, 1, 'cmd', [])
+  assert 'score=' not in plain

@@ -33,7 +33,7 @@ def predict(eval_fn, state, split, config: ml_collections.ConfigDict,
       split, batch_size=config.data.eval_batch_size, buckets=config.data.eval_buckets,
       process_index=jax.process_index(), process_count=jax.process_count()):
     index = parallel.to_host(parallel.to_global(host_batch['index'], mesh))
-    inputs = {k: host_batch[k] for k in ('features', 'mask')}
+    inputs = {k: host_batch[k] for k in train_step_lib.EVAL_INPUTS}
     result = parallel.to_host(eval_fn(state, parallel.to_global(inputs, mesh)))
     for row, video_index in enumerate(index):
       if video_index < 0:

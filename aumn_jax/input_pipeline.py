@@ -328,8 +328,7 @@ def eval_batches(split: Split, *, batch_size: int, buckets: Sequence[int],
 
   Returns:
     An iterator of {'features': float32 [b, Tb, F], 'mask': float32 [b, Tb],
-    'index': int32 [b] (video index in the split, -1 for padding rows),
-    'valid': float32 [b] (1 for real videos)}, b = batch_size/process_count,
+    'index': int32 [b] (video index in the split, -1 for padding rows)}, b = batch_size/process_count,
     in the order of `eval_plan`. Every process gets the same number of
     batches with the same shapes (padding rows included), as multi-host jit
     needs. Wrap it in Prefetcher to overlap reading with the eval step.
@@ -365,8 +364,7 @@ def _eval_batches(split: Split, lengths: np.ndarray, rows: np.ndarray,
       pad_to(x, tb, out=features[r])
       mask[r, :x.shape[0]] = 1
     yield {'features': features, 'mask': mask,
-           'index': videos.astype(np.int32),
-           'valid': (videos >= 0).astype(np.float32)}
+           'index': videos.astype(np.int32)}
 
 
 # ------------------------------------------------------------------ prefetch

@@ -131,7 +131,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     with _Preemption() as preemption:
       while step < config.num_train_steps:
         _, host_batch = next(iterator)
-        state, metrics = train_fn(state, parallel.to_global(host_batch, mesh), rng)
+        inputs = {k: host_batch[k] for k in train_step_lib.TRAIN_INPUTS}  # not the 'index'
+        state, metrics = train_fn(state, parallel.to_global(inputs, mesh), rng)
         step += 1
         pending.append((step, metrics))
         progress.update(1)

@@ -22,6 +22,11 @@ from aumn_jax import models
 from aumn_jax import parallel
 
 
+# What each step reads of a host batch (the rest, e.g. the video 'index', stays on the host).
+TRAIN_INPUTS = ('features', 'mask', 'labels')
+EVAL_INPUTS = ('features', 'mask')
+
+
 class TrainState(train_state.TrainState):
   memory: Any  # `memory` collection ({} for head='mil'): moved by the model, not the optimizer
 
@@ -72,7 +77,6 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.A
   result = {
       'cas_probs': jax.nn.softmax(out['cas_supp'], axis=-1),   # SPEC §5: suppressed branch
       'video_probs': jax.nn.softmax(out['video_logits_supp'], axis=-1),
-      'video_probs_base': jax.nn.softmax(out['video_logits'], axis=-1),
       'fg': out['fg'],
   }
   if 'read_attn' in out:

@@ -443,7 +443,6 @@ def eval_outputs(model: nn.Module, features: torch.Tensor, mask: torch.Tensor
   out = model(features, mask)
   result = {'cas_probs': torch.softmax(out['cas_supp'], -1),
             'video_probs': torch.softmax(out['video_logits_supp'], -1),
-            'video_probs_base': torch.softmax(out['video_logits'], -1),
             'fg': out['fg']}
   if 'read_attn' in out:
     result['read_attn'] = out['read_attn']

@@ -353,16 +353,14 @@ def test_eval_batches_cover_every_video_once_with_one_shape_per_bucket():
   split = FakeSplit(EVAL_LENGTHS)
   batches = list(ip.eval_batches(split, **EVAL))
   index = np.concatenate([b['index'] for b in batches])
-  valid = np.concatenate([b['valid'] for b in batches])
   assert sorted(index[index >= 0]) == list(range(len(EVAL_LENGTHS)))
-  np.testing.assert_array_equal(valid, index >= 0)
   shapes = {b['features'].shape for b in batches}
   # Buckets used: 8, 16, 32, and 64 and 128 for the two longer than 32.
   assert shapes == {(4, t, F) for t in (8, 16, 32, 64, 128)}
   for b in batches:
     tb = b['features'].shape[1]
     assert b['mask'].shape == (4, tb) and b['mask'].dtype == np.float32
-    assert b['index'].dtype == np.int32 and b['valid'].dtype == np.float32
+    assert b['index'].dtype == np.int32
     for row, v in enumerate(b['index']):
       if v < 0:
         assert not b['features'][row].any() and not b['mask'][row].any()

@@ -56,8 +56,8 @@ class Embedding(nn.Module):
   """
   dim: int
   dropout: float
-  impl: str = 'auto'  # 'auto' | 'conv' | 'gemm'
-  input_norm: str = 'none'  # 'none' | 'center' | 'layernorm'
+  input_norm: str  # 'none' | 'center' | 'layernorm' (config.model.input_norm)
+  impl: str = 'auto'  # 'auto' | 'conv' | 'gemm' (an implementation choice, not a config field)
 
   @nn.compact
   def __call__(self, x_BxTxF, mask_BxT, train):
@@ -114,14 +114,14 @@ class _Skeleton(nn.Module):
   dim: int
   dropout: float
   fg_bias_init: float
-  fg_norm: str = 'none'
-  fg_input: str = 'dropped'
-  fg_hidden: int = 512
-  input_norm: str = 'none'
+  fg_norm: str
+  fg_input: str
+  input_norm: str
+  fg_hidden: int = 512  # BaS-Net's filter width (fg_input='features'); not a config field
 
   @nn.compact
   def __call__(self, x_BxTxF, mask_BxT, train):
-    h_BxTxD, h_clean = Embedding(self.dim, self.dropout, input_norm=self.input_norm,
+    h_BxTxD, h_clean = Embedding(self.dim, self.dropout, self.input_norm,
                                  name='embedding')(x_BxTxF, mask_BxT, train)
     if self.fg_input == 'dropped':      # H after dropout (SPEC §2 as written)
       fg_in = h_BxTxD
@@ -163,17 +163,17 @@ class MILNet(nn.Module):
   dim: int
   dropout: float
   topk_ratio: int
-  fg_bias_init: float = 0.0
-  fg_norm: str = 'none'
-  fg_input: str = 'dropped'
-  input_norm: str = 'none'
-  classifier_bias: bool = True
+  fg_bias_init: float
+  fg_norm: str
+  fg_input: str
+  input_norm: str
+  classifier_bias: bool
 
   @nn.compact
   def __call__(self, x_BxTxF, mask_BxT, train=False):
     mask_BxT = mask_BxT.astype(jnp.float32)
     h, fg = _Skeleton(self.dim, self.dropout, self.fg_bias_init, self.fg_norm,
-                      self.fg_input, input_norm=self.input_norm, name='skeleton')(
+                      self.fg_input, self.input_norm, name='skeleton')(
         x_BxTxF, mask_BxT, train)
     hw = nn.Dense(self.num_classes + 1, use_bias=False, name='classifier')(h)
     bias_C = 0.0
@@ -196,19 +196,19 @@ class AUMN(nn.Module):
   tau_u: float              # update-attention temperature
   topk_ratio: int           # r
   momentum: float           # eta of the stored-bank update
-  center_features: bool = False
-  fg_bias_init: float = 0.0
-  fg_norm: str = 'none'
-  fg_input: str = 'dropped'
-  input_norm: str = 'none'
-  classifier_bias: bool = True
+  center_features: bool
+  fg_bias_init: float
+  fg_norm: str
+  fg_input: str
+  input_norm: str
+  classifier_bias: bool
 
   @nn.compact
   def __call__(self, x_BxTxF, mask_BxT, train=False):
     mask_BxT = mask_BxT.astype(jnp.float32)
     L, D, C1 = self.num_units, self.dim, self.num_classes + 1
     h, fg = _Skeleton(self.dim, self.dropout, self.fg_bias_init, self.fg_norm,
-                      self.fg_input, input_norm=self.input_norm, name='skeleton')(
+                      self.fg_input, self.input_norm, name='skeleton')(
         x_BxTxF, mask_BxT, train)
     bank = self.variable('memory', 'bank',
                          lambda: memory.init_bank(self.make_rng('params'), L, D))

@@ -3,6 +3,7 @@
 Compiles dominate the run time on 2 cores, so each model variant is jitted once (cached) and
 every test reads what it needs from the same few compiled steps.
 """
+import dataclasses
 import functools
 
 import flax
@@ -255,8 +256,8 @@ def test_embedding_conv_and_gemm_formulations_agree():
   """Both exact formulations of the k=3 conv (picked per backend) give the same H and params."""
   x = jax.random.uniform(jax.random.PRNGKey(1), (2, 9, 12))
   mask = jnp.asarray([[1.0] * 9, [1.0] * 6 + [0.0] * 3])
-  conv = models.Embedding(8, 0.0, impl='conv')
-  gemm = models.Embedding(8, 0.0, impl='gemm')
+  conv = models.Embedding(8, 0.0, 'none', impl='conv')
+  gemm = models.Embedding(8, 0.0, 'none', impl='gemm')
   variables = conv.init(jax.random.PRNGKey(0), x, mask, False)
   assert jax.tree.map(jnp.shape, variables) == jax.tree.map(
       jnp.shape, gemm.init(jax.random.PRNGKey(0), x, mask, False))
@@ -275,3 +276,23 @@ def test_embedding_conv_and_gemm_formulations_agree():
   h = NnConv().apply(reference, x * mask[..., None])
   np.testing.assert_allclose(conv.apply(variables, x, mask, False)[0],
                              jnp.maximum(h, 0) * mask[..., None], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('head', ['mil', 'aumn'])
+def test_modules_have_no_second_set_of_defaults(head):
+  """Every model setting comes from the config: the heads' fields have no defaults to drift."""
+  config = thumos.get_config()
+  config.model.head = head
+  config.model.center_features = not config.model.center_features  # a non-default value
+  model = models.create_model(config, num_classes=5)
+  fields = {f.name: f for f in dataclasses.fields(model) if f.name not in ('parent', 'name')}
+  with_defaults = [n for n, f in fields.items()
+                   if f.default is not dataclasses.MISSING or
+                   f.default_factory is not dataclasses.MISSING]
+  assert not with_defaults
+  for name in fields:
+    if name in config.model:
+      assert getattr(model, name) == config.model[name], name
+  assert model.num_classes == 5
+  if head == 'aumn':
+    assert model.momentum == config.memory.momentum

@@ -6,13 +6,17 @@ turns an `errors.UserError` into one line `error: <message>` and exit status 1. 
 is a bug and keeps its traceback. Imports no JAX (evaluate.py's file mode is NumPy only).
 """
 import functools
+import os
 import sys
 from typing import Callable, Sequence
 
 from absl import app
 from absl import flags
+from ml_collections import config_flags
 
 from aumn_jax import errors
+
+_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 
 
 def fail(message: str, status: int = 1) -> None:
@@ -24,13 +28,33 @@ def fail(message: str, status: int = 1) -> None:
 def parse_flags(argv: Sequence[str]) -> list[str]:
   """absl flag parsing, with command-line mistakes (a typo'd config key) as one line."""
   try:
-    return flags.FLAGS(argv)
+    remaining = flags.FLAGS(argv)
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
     message = str(e)
     if len(message) > 1 and message[0] == message[-1] == "'":  # a repr'd KeyError inside
       message = message[1:-1]
     message = ' '.join(message.replace('\\n', ' ').replace("\\'", "'").split())
     fail(f'bad command line: {message}', status=2)
+  _check_config_files()
+  return remaining
+
+
+def _check_config_files() -> None:
+  """A --config file that does not load is one line (ml_collections defers it to first use)."""
+  for name in flags.FLAGS:
+    flag = flags.FLAGS[name]
+    if not flag.present:
+      continue
+    try:
+      path = config_flags.get_config_filename(flag)  # TypeError: not a config-file flag
+    except TypeError:
+      continue
+    try:
+      flag.value.keys  # pylint: disable=pointless-statement  (a failed load raises on access)
+    except OSError:
+      known = sorted(f for f in os.listdir(_CONFIGS) if f.endswith('.py') and f[0] != '_')
+      fail(f'--{name}={path}: cannot load this config file (no such file, or it fails on '
+           f'import); the configs are {", ".join("configs/" + f for f in known)}', status=2)
 
 
 def user_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:

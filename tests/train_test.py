@@ -273,6 +273,18 @@ def test_bad_config_key_is_one_clear_line(tmp_path):
   assert not os.listdir(tmp_path)
 
 
+@pytest.mark.parametrize('script', ['train.py', 'evaluate.py'])
+def test_missing_config_file_is_one_line_listing_the_configs(script, tmp_path):
+  proc = subprocess.run(
+      [sys.executable, script, '--config=configs/nope.py', f'--workdir={tmp_path}'],
+      cwd=REPO, capture_output=True, text=True, timeout=120, env=_worker_env(1))
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]  # one line
+  assert '--config=configs/nope.py: cannot load' in proc.stderr
+  assert 'configs/thumos.py' in proc.stderr
+  assert not os.listdir(tmp_path)
+
+
 @pytest.mark.parametrize('key', ['model.input_norm', 'model.fg_input', 'model.fg_norm',
                                  'loss.guide_classes', 'loss.guide_form'])
 def test_unknown_skeleton_form_is_refused_before_anything_runs(key, tiny_data_dir, tmp_path):

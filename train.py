@@ -29,6 +29,7 @@ def main(argv):
   from data_prep import build  # pylint: disable=g-import-not-at-top
   mesh = parallel.make_mesh()
   config_checks.validate_config(_CONFIG.value, mesh)  # a bad value fails before any generation
+  config_checks.check_workdir(_WORKDIR.value)
   build.prepare_data_dir(_CONFIG.value.data)  # the synthetic default is generated on first use
   train_loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value, mesh)
 

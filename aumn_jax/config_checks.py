@@ -10,6 +10,7 @@ import os
 import jax
 import ml_collections
 
+from aumn_jax import data
 from aumn_jax import errors
 from aumn_jax import evaluation
 from aumn_jax import input_pipeline
@@ -28,7 +29,11 @@ def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
       (config.model.head in HEADS, f'config.model.head={config.model.head!r}: not one of {HEADS}'),
       (config.data.sampling in SAMPLINGS,
        f'config.data.sampling={config.data.sampling!r}: not one of {SAMPLINGS}'),
+      (config.data.dataset in data.DATASETS,
+       f'config.data.dataset={config.data.dataset!r}: not one of {data.DATASETS}'),
       (config.batch_size > 0, f'config.batch_size={config.batch_size}: must be > 0'),
+      (config.data.eval_batch_size > 0,
+       f'config.data.eval_batch_size={config.data.eval_batch_size}: must be > 0'),
       (config.num_train_steps >= 0, 'config.num_train_steps must be >= 0'),
       (config.data.max_snippets > 0, 'config.data.max_snippets must be > 0'),
       (min(config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps) > 0,
@@ -62,6 +67,23 @@ def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
     evaluation.check_thresholds(config.evaluation.tiou_thresholds)
   except ValueError as e:  # evaluation.InputError is a ValueError
     raise errors.TrainingError(f'config: {e}') from None
+
+
+def check_workdir(workdir: str) -> None:
+  """One line when `workdir` cannot hold a run (it or an ancestor is a file, not writable).
+
+  Creates nothing: called before any dataset is generated or anything is written.
+  """
+  path = os.path.abspath(os.path.expanduser(workdir))
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise errors.TrainingError(f'{path}: the workdir is a file, not a directory')
+  ancestor = path
+  while not os.path.exists(ancestor):
+    ancestor = os.path.dirname(ancestor)
+  if not os.path.isdir(ancestor):
+    raise errors.TrainingError(f'{path}: cannot create the workdir: {ancestor} is a file')
+  if not os.access(ancestor, os.W_OK | os.X_OK):
+    raise errors.TrainingError(f'{path}: cannot create the workdir: {ancestor} is not writable')
 
 
 def check_same_run(config: ml_collections.ConfigDict, workdir: str) -> None:

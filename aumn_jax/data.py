@@ -32,6 +32,8 @@ from aumn_jax import errors
 
 # Builder version every dataset is written at (data_prep/builders.py imports it).
 VERSION = '1.0.0'
+# The datasets data_prep.build can build (config.data.dataset is one of these).
+DATASETS = ('thumos14', 'activitynet12', 'activitynet13', 'synthetic')
 
 
 class DataError(errors.UserError):

@@ -90,6 +90,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   workdir = os.path.abspath(os.path.expanduser(workdir))
   mesh = parallel.make_mesh() if mesh is None else mesh
   config_checks.validate_config(config, mesh)
+  config_checks.check_workdir(workdir)
   data_dir = config.data.data_dir  # built beforehand: data_prep.build.prepare_data_dir
   train_split = data.load_split(data_dir, config.data.dataset, config.data.train_split)
   eval_split = data.load_split(data_dir, config.data.dataset, config.data.eval_split)

@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from aumn_jax import data as data_lib
 from aumn_jax.data import DataError
 
 FEATURE_FPS = 25.0
@@ -49,7 +50,8 @@ WTALC_NAMES = {
     'activitynet13': ('ActivityNet1.3',),
     'synthetic': ('Synthetic',),
 }
-DATASETS = tuple(WTALC_NAMES)
+DATASETS = data_lib.DATASETS
+assert set(WTALC_NAMES) == set(DATASETS), 'a W-TALC name for every buildable dataset'
 
 
 @dataclasses.dataclass

@@ -5,6 +5,7 @@ equivalences below hold for the real command, not for a test-only loop.
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -283,6 +284,30 @@ def test_missing_config_file_is_one_line_listing_the_configs(script, tmp_path):
   assert '--config=configs/nope.py: cannot load' in proc.stderr
   assert 'configs/thumos.py' in proc.stderr
   assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize('key,value,message', [
+    ('data.dataset', 'thumos', "config.data.dataset='thumos': not one of ('thumos14'"),
+    ('data.eval_batch_size', 0, 'config.data.eval_batch_size=0: must be > 0'),
+])
+def test_bad_data_settings_are_refused_before_step_0(key, value, message, tiny_data_dir,
+                                                     tmp_path):
+  config = conftest.tiny_config(tiny_data_dir)
+  group, name = key.split('.')
+  config[group][name] = value
+  with pytest.raises(errors.TrainingError, match=re.escape(message)):
+    train_loop.train_and_evaluate(config, str(tmp_path / 'w'))
+  assert not os.path.exists(tmp_path / 'w')
+
+
+def test_workdir_under_a_file_is_one_line_and_creates_nothing(tiny_data_dir, tmp_path):
+  config = conftest.tiny_config(tiny_data_dir)
+  (tmp_path / 'a_file').write_text('')
+  with pytest.raises(errors.TrainingError, match='cannot create the workdir: .*a_file is a file'):
+    train_loop.train_and_evaluate(config, str(tmp_path / 'a_file' / 'w'))
+  with pytest.raises(errors.TrainingError, match='the workdir is a file, not a directory'):
+    train_loop.train_and_evaluate(config, str(tmp_path / 'a_file'))
+  assert sorted(os.listdir(tmp_path)) == ['a_file']
 
 
 @pytest.mark.parametrize('key', ['model.input_norm', 'model.fg_input', 'model.fg_norm',

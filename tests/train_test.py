@@ -186,7 +186,8 @@ def test_training_lowers_the_loss_and_raises_map(tiny_data_dir, tmp_path):
   trained = train_loop.train_and_evaluate(config, str(tmp_path / 'trained'))
   lines = [l for l in _read_jsonl(str(tmp_path / 'trained' / 'metrics.jsonl')) if 'loss_cls' in l]
   assert lines[-1]['loss_cls'] < 0.8 * lines[0]['loss_cls'], [l['loss_cls'] for l in lines]
-  # Measured: 2.1 % untrained -> 11.4 % after 60 steps (CPU runs are deterministic).
+  # Measured: 2.2 % untrained -> 40.7 % after 60 steps (11.4 % with localization.score='class';
+  # CPU runs are deterministic).
   before, after = untrained['average_map'], trained['average_map']
   assert after > max(3 * before, before + 0.05), (before, after)
 

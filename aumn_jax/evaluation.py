@@ -56,11 +56,11 @@ import json
 import math
 import os
 from typing import Any, Iterable, Mapping, Sequence
-import uuid
 
 import numpy as np
 
 from aumn_jax import errors
+from aumn_jax import files
 
 
 class InputError(errors.UserError, ValueError):
@@ -126,25 +126,15 @@ def _read_json(path: str | os.PathLike[str]) -> Any:
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-  """Writes `obj` as JSON atomically: a reader sees the old file or the whole new one, never a part.
+  """Writes `obj` as JSON atomically (files.write_atomic): the old file or the whole new one.
 
   Raises InputError (one line) when the file cannot be written.
   """
-  name = os.fspath(path)
-  # A temporary name in the same directory (os.replace is atomic within a file system), created
-  # with open(..., 'x') rather than mkstemp so the file gets the usual umask permissions.
-  tmp = os.path.join(os.path.dirname(os.path.abspath(name)),
-                     f'.{os.path.basename(name)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp')
+  text = json.dumps(obj, allow_nan=False)
   try:
-    with open(tmp, 'x') as f:
-      json.dump(obj, f, allow_nan=False)
-    os.replace(tmp, name)
-  except BaseException as e:
-    with contextlib.suppress(OSError):
-      os.remove(tmp)
-    if isinstance(e, OSError):
-      raise InputError(f'{name}: cannot write: {e.strerror or e}') from None
-    raise
+    files.write_atomic(path, text)
+  except OSError as e:
+    raise InputError(f'{os.fspath(path)}: cannot write: {e.strerror or e}') from None
 
 
 # ---------------------------------------------------------------------------------------------

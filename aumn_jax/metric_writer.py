@@ -12,6 +12,8 @@ from typing import Any, Mapping
 
 import jax
 
+from aumn_jax import files
+
 
 class MetricWriter:
   """Appends to W/metrics.jsonl and writes TensorBoard scalars under W/tensorboard."""
@@ -47,8 +49,8 @@ class MetricWriter:
 
   def write_config(self, config) -> None:
     if self.enabled:
-      with open(os.path.join(self.workdir, 'config.json'), 'w', encoding='utf-8') as f:
-        f.write(config.to_json_best_effort(indent=2))
+      files.write_atomic(os.path.join(self.workdir, 'config.json'),
+                         config.to_json_best_effort(indent=2))
 
   def close(self) -> None:
     if self.enabled:
@@ -72,7 +74,4 @@ def _truncate_after(path: str, step: int) -> None:
     lines = f.readlines()
   kept = [l for l in lines if l.strip() and json.loads(l)['step'] <= step]
   if len(kept) != len(lines):
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-      f.writelines(kept)
-    os.replace(tmp, path)
+    files.write_atomic(path, ''.join(kept))

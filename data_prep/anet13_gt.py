@@ -20,6 +20,7 @@ import json
 import os
 import sys
 
+from aumn_jax import files
 from aumn_jax.data import DataError
 from data_prep import layouts
 
@@ -58,18 +59,11 @@ def convert(bsn_dir: str, out_dir: str, splits_dir: str | None = None) -> dict[s
       ids = layouts.read_lines(os.path.join(splits_dir, name))
       kept = [v for v in ids if v in database]
       dropped[split] = len(ids) - len(kept)
-      _write(os.path.join(out_dir, name), ''.join(v + '\n' for v in kept))
-  _write(os.path.join(out_dir, layouts.UM_GT), json.dumps(
+      files.write_atomic(os.path.join(out_dir, name), ''.join(v + '\n' for v in kept))
+  files.write_atomic(os.path.join(out_dir, layouts.UM_GT), json.dumps(
       {'version': 'ActivityNet 1.3 (from BSN anet_anno_action.json)', 'taxonomy': [],
        'database': database}))
   return dropped
-
-
-def _write(path: str, text: str) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    f.write(text)
-  os.replace(tmp, path)
 
 
 def main(argv=None) -> int:

@@ -1,11 +1,16 @@
-"""The one atomic file write: a reader, or a crash, sees the old file or the whole new one.
+"""Files shared by processes and crashes: the one atomic write and the one lock.
 
-Every file a run or a converter writes whole (config.json, results.json, proposals, the
-metrics log when it is truncated on resume, converted annotation files) goes through
-`write_atomic`. Plain Python: the NumPy-only evaluator path imports it without JAX.
+`write_atomic`: a reader, or a crash, sees the old file or the whole new one. Every file a run
+or a converter writes whole (config.json, results.json, proposals, the metrics log when it is
+truncated on resume, converted annotation files) goes through it.
+`exclusive_lock`: an advisory lock held for a block (a run's workdir, a dataset being
+generated), released on any exit, a kill included: the kernel drops it with the process.
+Plain Python: the NumPy-only evaluator path imports this without JAX.
 """
 import contextlib
+import fcntl
 import os
+from typing import Iterator
 import uuid
 
 
@@ -32,3 +37,22 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
     with contextlib.suppress(OSError):
       os.remove(tmp)
     raise
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike[str], *, wait: bool = False) -> Iterator[None]:
+  """Holds an exclusive flock on `path` (created if absent) for the block.
+
+  Args:
+    path: the lock file.
+    wait: block until the holder lets go (else raise at once).
+
+  Raises:
+    BlockingIOError: wait=False and another open of `path` holds the lock.
+  """
+  with open(path, 'a', encoding='utf-8') as f:
+    fcntl.flock(f, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)

@@ -10,6 +10,9 @@ are functions of (seed, step), so the resumed run is the uninterrupted one. A no
 stops the run naming its step before anything non-finite is checkpointed; SIGTERM saves a
 checkpoint at the current step and returns cleanly.
 
+One run per workdir: process 0 holds W/.lock (an flock, dropped with the process) for the whole
+run, and a second run on the same workdir stops at once with one line.
+
 Model math lives in models.py / losses.py, the step in train_step.py, devices in parallel.py,
 evaluation (predict -> localize -> evaluate -> write) in eval_loop.py, config checks in
 config_checks.py.
@@ -30,11 +33,15 @@ from aumn_jax import data
 from aumn_jax import errors
 from aumn_jax import eval_loop
 from aumn_jax import evaluation
+from aumn_jax import files
 from aumn_jax import input_pipeline
 from aumn_jax import metric_writer
 from aumn_jax import parallel
 from aumn_jax import plotting
 from aumn_jax import train_step as train_step_lib
+
+LOCK_FILE = '.lock'  # W/.lock: held by process 0 for the whole run
+
 
 class _Preemption:
   """Turns SIGTERM into a flag the loop checks between steps (all processes agree on it)."""
@@ -97,6 +104,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if train_split.class_names != eval_split.class_names:
     raise errors.TrainingError(f'{data_dir}: train and eval splits have different class lists')
 
+  if jax.process_index() != 0:  # one lock per run: process 0 holds it for all processes
+    return _train(config, workdir, mesh, train_split, eval_split)
+  os.makedirs(workdir, exist_ok=True)
+  try:
+    with files.exclusive_lock(os.path.join(workdir, LOCK_FILE)):
+      return _train(config, workdir, mesh, train_split, eval_split)
+  except BlockingIOError:
+    raise errors.TrainingError(
+        f'{workdir}: another run is using this workdir (it holds {LOCK_FILE}); wait for it to '
+        'finish or use another --workdir') from None
+
+
+def _train(config, workdir, mesh, train_split, eval_split) -> dict[str, Any]:
+  """train_and_evaluate's loop, run under the workdir lock."""
   config_checks.check_same_run(config, workdir)  # before anything in W is written
   state = train_step_lib.init_state(config, train_split.num_classes, mesh)
   manager = checkpointing.create_manager(workdir)
@@ -178,7 +199,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             'rows': eval_split.class_names + ['background'], 'snippets': counts.tolist(),
             'usage': usage.tolist()})
     return eval_loop.write_results(config, workdir, step, results, scored,
-                         best=(best, best_map), label='final')
+                                   best=(best, best_map), label='final')
   finally:
     progress.close()
     iterator.close()

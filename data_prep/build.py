@@ -17,7 +17,6 @@ Deliberately doesn't: define the synthetic generator (data_prep/synthetic.py) or
 """
 import argparse
 import contextlib
-import fcntl
 import io
 import os
 import shutil
@@ -27,6 +26,7 @@ import time
 from typing import Callable
 
 from aumn_jax import data as data_lib
+from aumn_jax import files
 from aumn_jax.data import DataError
 from data_prep import layouts
 from data_prep import synthetic
@@ -119,8 +119,7 @@ def prepare_data_dir(data_cfg) -> str:
   if data_cfg.dataset != 'synthetic' or _is_built(data_dir, data_cfg.dataset):
     return data_dir
   os.makedirs(data_dir, exist_ok=True)
-  with open(os.path.join(data_dir, '.build.lock'), 'w') as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
+  with files.exclusive_lock(os.path.join(data_dir, '.build.lock'), wait=True):
     if not _is_built(data_dir, data_cfg.dataset):
       raw = os.path.join(data_dir, 'raw')
       print(f'Generating synthetic preset {data_cfg.synthetic_preset!r} '

@@ -311,6 +311,19 @@ def test_workdir_under_a_file_is_one_line_and_creates_nothing(tiny_data_dir, tmp
   assert sorted(os.listdir(tmp_path)) == ['a_file']
 
 
+def test_a_second_run_on_a_busy_workdir_stops_at_once(tiny_data_dir, tmp_path):
+  from aumn_jax import files  # pylint: disable=g-import-not-at-top
+  config = conftest.tiny_config(tiny_data_dir)
+  workdir = tmp_path / 'w'
+  workdir.mkdir()
+  with files.exclusive_lock(workdir / train_loop.LOCK_FILE):  # a run in progress
+    with pytest.raises(errors.TrainingError, match='another run is using this workdir'):
+      train_loop.train_and_evaluate(config, str(workdir))
+  assert os.listdir(workdir) == [train_loop.LOCK_FILE]  # nothing written by the refused run
+  config.num_train_steps = 2
+  assert train_loop.train_and_evaluate(config, str(workdir))['step'] == 2  # released: runs
+
+
 @pytest.mark.parametrize('key', ['model.input_norm', 'model.fg_input', 'model.fg_norm',
                                  'loss.guide_classes', 'loss.guide_form'])
 def test_unknown_skeleton_form_is_refused_before_anything_runs(key, tiny_data_dir, tmp_path):

@@ -2,6 +2,8 @@
 
 Rerunning the same command resumes from W/checkpoints. See README.md.
 """
+import sys
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -31,7 +33,9 @@ def main(argv):
   config_checks.validate_config(_CONFIG.value, mesh)  # a bad value fails before any generation
   config_checks.check_workdir(_WORKDIR.value)
   build.prepare_data_dir(_CONFIG.value.data)  # the synthetic default is generated on first use
-  train_loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value, mesh)
+  summary = train_loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value, mesh)
+  if summary.get('signal') == 'SIGINT':
+    sys.exit(130)  # interrupted (its checkpoint is saved); SIGTERM preemption exits 0
 
 
 if __name__ == '__main__':

@@ -2,8 +2,9 @@
 
 Two rules. `run(main)` is absl's app.run where a mistake on the command line (an unknown flag,
 a typo'd `--config.KEY`, a bad value) is one line and exit status 2. `@user_errors` on `main`
-turns an `errors.UserError` into one line `error: <message>` and exit status 1. Anything else
-is a bug and keeps its traceback. Imports no JAX (evaluate.py's file mode is NumPy only).
+turns an `errors.UserError` into one line `error: <message>` and exit status 1, and Ctrl-C
+into `error: interrupted`, status 130. Anything else is a bug and keeps its traceback.
+Imports no JAX (evaluate.py's file mode is NumPy only).
 """
 import functools
 import os
@@ -66,6 +67,8 @@ def user_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], None
       return main(argv)
     except errors.UserError as e:
       fail(str(e))
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop, or a second one inside it
+      fail('interrupted', status=130)
 
   return guarded
 

@@ -7,8 +7,9 @@ test split goes through eval_step (a few bucketed shapes) -> localization -> eva
 
 Rerunning the same command resumes from the latest checkpoint: the data order and the rng
 are functions of (seed, step), so the resumed run is the uninterrupted one. A non-finite loss
-stops the run naming its step before anything non-finite is checkpointed; SIGTERM saves a
-checkpoint at the current step and returns cleanly.
+stops the run naming its step before anything non-finite is checkpointed; SIGTERM and Ctrl-C
+save a checkpoint at the current step and return (train.py then exits 0 on SIGTERM, 130 on
+Ctrl-C).
 
 One run per workdir: process 0 holds W/.lock (an flock, dropped with the process) for the whole
 run, and a second run on the same workdir stops at once with one line.
@@ -44,31 +45,39 @@ LOCK_FILE = '.lock'  # W/.lock: held by process 0 for the whole run
 
 
 class _Preemption:
-  """Turns SIGTERM into a flag the loop checks between steps (all processes agree on it)."""
+  """Turns SIGTERM and Ctrl-C (SIGINT) into a flag the loop checks between steps.
+
+  All processes agree on it. A second Ctrl-C is not caught: it interrupts at once.
+  """
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
-    self.requested = False
-    self._previous = None
+    self.requested = None  # the name of the first signal received
+    self._previous = {}
 
   def __enter__(self):
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread (e.g. a test runner's worker): no handler
-      self._previous = None
+    for signum in self.SIGNALS:
+      try:
+        self._previous[signum] = signal.signal(signum, self._handle)
+      except ValueError:  # not the main thread (e.g. a test runner's worker): no handler
+        pass
     return self
 
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
-    self.requested = True
+    self.requested = self.requested or signal.Signals(signum).name
+    if signum == signal.SIGINT:  # the next Ctrl-C interrupts without waiting for the save
+      signal.signal(signal.SIGINT, signal.default_int_handler)
 
   def should_stop(self) -> bool:
     if jax.process_count() == 1:
-      return self.requested
+      return self.requested is not None
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    return bool(np.any(multihost_utils.process_allgather(np.array(self.requested))))
+    return bool(np.any(multihost_utils.process_allgather(np.array(self.requested is not None))))
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
 
 
 def _fetch_checked(pending: list[tuple[int, Any]]) -> list[tuple[int, dict[str, float]]]:
@@ -180,8 +189,9 @@ def _train(config, workdir, mesh, train_split, eval_split) -> dict[str, Any]:
               {checkpointing.BEST_METRIC: last_eval[3].average_map} if eval_now else None))
         if stop and not last:
           manager.wait_until_finished()
-          progress.write(f'SIGTERM: saved a checkpoint at step {step}; rerun to resume')
-          return {'step': step, 'preempted': True}
+          name = preemption.requested or 'SIGTERM'  # (another process's signal)
+          progress.write(f'{name}: saved a checkpoint at step {step}; rerun to resume')
+          return {'step': step, 'preempted': True, 'signal': name}
     if last_eval is None or last_eval[0] != step:  # rerun of a finished run: nothing trained
       last_eval = evaluate_now(step)
     _, outputs, results, scored = last_eval

@@ -264,6 +264,31 @@ def test_sigterm_saves_and_the_rerun_resumes(tiny_data_dir, tmp_path):
   assert manager.latest_step() == step > 0
 
 
+@pytest.mark.slow
+def test_ctrl_c_saves_says_one_line_and_exits_130(tiny_data_dir, tmp_path):
+  workdir = tmp_path / 'w'
+  proc = subprocess.Popen(
+      [sys.executable, 'train.py', '--config=configs/synthetic.py', f'--workdir={workdir}',
+       f'--config.data.data_dir={tiny_data_dir}', '--config.data.max_snippets=32',
+       '--config.data.eval_buckets=(64, 128, 256)', '--config.data.eval_batch_size=8',
+       '--config.model.dim=16', '--config.model.num_units=4', '--config.batch_size=8',
+       '--config.num_train_steps=100000', '--config.log_every_steps=2',
+       '--config.eval_every_steps=100000', '--config.checkpoint_every_steps=100000'],
+      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_worker_env(1))
+  metrics = workdir / 'metrics.jsonl'
+  deadline = time.time() + 300
+  while not (metrics.exists() and metrics.stat().st_size) and time.time() < deadline:
+    if proc.poll() is not None:
+      break
+    time.sleep(0.5)
+  proc.send_signal(signal.SIGINT)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 130, (out[-2000:], err[-2000:])
+  assert 'Traceback' not in err and 'KeyboardInterrupt' not in err, err[-2000:]
+  step = int((out + err).split('SIGINT: saved a checkpoint at step ')[1].split(';')[0])
+  assert checkpointing.create_manager(str(workdir), read_only=True).latest_step() == step > 0
+
+
 def test_bad_config_key_is_one_clear_line(tmp_path):
   proc = subprocess.run(
       [sys.executable, 'train.py', '--config=configs/synthetic.py', f'--workdir={tmp_path}',

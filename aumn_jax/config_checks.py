@@ -6,6 +6,7 @@ model or dataset. Both raise errors.TrainingError: one line naming the key.
 """
 import json
 import os
+from typing import Any
 
 import jax
 import ml_collections
@@ -86,22 +87,57 @@ def check_workdir(workdir: str) -> None:
     raise errors.TrainingError(f'{path}: cannot create the workdir: {ancestor} is not writable')
 
 
-def check_same_run(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Fails in one line when the config's model/data differ from the run's W/config.json."""
+# What a resumed or re-evaluated run may change: none of it changes what is trained. A key
+# ending in '.' covers its whole group.
+MAY_CHANGE = ('num_train_steps', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
+              'data.data_dir', 'data.eval_batch_size', 'data.eval_buckets', 'localization.',
+              'evaluation.')
+
+
+def _flatten(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      out[prefix + key] = value
+  return out
+
+
+def _may_change(key: str) -> bool:
+  return any(key == k or (k.endswith('.') and key.startswith(k)) for k in MAY_CHANGE)
+
+
+def check_same_run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, list[Any]]:
+  """Compares `config` with the run's W/config.json (written when the run started).
+
+  Returns:
+    {key: [the run's value, this config's]} for every setting that differs and may differ
+    (MAY_CHANGE; a key the run's record does not have, from a newer version of the code, too);
+    {} for a new workdir.
+
+  Raises:
+    errors.TrainingError: one line naming every other changed key, or a damaged record.
+  """
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
-    return
-  with open(path, encoding='utf-8') as f:
-    saved = json.load(f)
-  current = json.loads(config.to_json_best_effort())
-  if saved['data'].get('feature_dim') != current['data']['feature_dim']:
+    return {}
+  try:
+    with open(path, encoding='utf-8') as f:
+      saved = _flatten(json.load(f))
+  except (OSError, ValueError, AttributeError) as e:
     raise errors.TrainingError(
-        f'{path}: the run used data.feature_dim={saved["data"].get("feature_dim")}')
-  for group in ('model', 'memory'):
-    for key, value in saved.get(group, {}).items():
-      if current[group].get(key) != value:
-        raise errors.TrainingError(
-            f'{path}: the run used {group}.{key}={value!r}, this config has '
-            f'{current[group].get(key)!r}: use the run\'s config and overrides (or a new workdir)')
-  if saved['data']['dataset'] != current['data']['dataset']:
-    raise errors.TrainingError(f'{path}: the run used data.dataset={saved["data"]["dataset"]!r}')
+        f'{path}: damaged, cannot read the config this run was started with ({e}); if you are '
+        'sure this config is the run\'s, delete the file and rerun (the checkpoints are kept)'
+    ) from None
+  current = _flatten(json.loads(config.to_json_best_effort()))
+  changed = {k: [saved.get(k), current.get(k)] for k in sorted(set(saved) | set(current))
+             if saved.get(k) != current.get(k)}
+  refused = [k for k in changed if k in saved and k in current and not _may_change(k)]
+  if refused:
+    what = ', '.join(f'{k}={changed[k][0]!r} -> {changed[k][1]!r}' for k in refused)
+    raise errors.TrainingError(
+        f'{path}: this config changes {what} of the run in this workdir; only the number of '
+        'steps, the log/eval/checkpoint cadence and the localization/evaluation settings may '
+        'change: use the run\'s config and overrides, or a new --workdir')
+  return changed

@@ -1,10 +1,11 @@
-"""Run outputs other than checkpoints: metrics.jsonl, config.json, TensorBoard events.
+"""Run outputs other than checkpoints: metrics.jsonl, config.json, resumes.jsonl, TensorBoard.
 
 Only process 0 writes; on other processes every method is a no-op, so callers never branch.
 `metrics.jsonl` holds one JSON object per logged step: training lines carry `step`, `loss`
 (the total) and every loss term and diagnostic; evaluation lines carry `step` and the
 evaluator's keys.
 """
+import datetime
 import json
 import math
 import os
@@ -51,6 +52,14 @@ class MetricWriter:
     if self.enabled:
       files.write_atomic(os.path.join(self.workdir, 'config.json'),
                          config.to_json_best_effort(indent=2))
+
+  def write_resume(self, step: int, changed: Mapping[str, Any]) -> None:
+    """Appends to W/resumes.jsonl: when the run was resumed, from which step, what changed."""
+    if self.enabled:
+      line = {'step': int(step), 'time': datetime.datetime.now().isoformat(timespec='seconds'),
+              'changed': dict(changed)}
+      with open(os.path.join(self.workdir, 'resumes.jsonl'), 'a', encoding='utf-8') as f:
+        f.write(json.dumps(line) + '\n')
 
   def close(self) -> None:
     if self.enabled:

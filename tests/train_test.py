@@ -112,6 +112,11 @@ def test_resume_equals_uninterrupted(uninterrupted, tmp_path):
   assert step == 4
   # Bitwise on CPU: same data, same rng, same programs.
   _assert_trees_close(full, resumed, atol=0)
+  # The resume is on record, with what changed; config.json holds the extended run.
+  resumes = _read_jsonl(os.path.join(workdir, 'resumes.jsonl'))
+  assert [(r['step'], r['changed']) for r in resumes] == [(2, {'num_train_steps': [2, 4]})]
+  with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
+    assert json.load(f)['num_train_steps'] == 4
 
 
 def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(
@@ -391,6 +396,28 @@ def test_resume_with_another_model_config_is_refused(uninterrupted, tmp_path):
     train_loop.train_and_evaluate(other, workdir)
   with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
     assert f.read() == before  # the run's record is untouched
+
+
+def test_resume_with_a_changed_training_setting_is_refused_naming_it(uninterrupted):
+  config, workdir, _ = uninterrupted
+  other = config.copy_and_resolve_references()
+  other.optim.learning_rate = 0.5
+  other.seed = 3
+  with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
+    before = f.read()
+  with pytest.raises(errors.TrainingError) as e:
+    train_loop.train_and_evaluate(other, workdir)
+  assert 'optim.learning_rate=0.0001 -> 0.5' in str(e.value) and 'seed=0 -> 3' in str(e.value)
+  assert '\n' not in str(e.value)
+  with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
+    assert f.read() == before
+
+
+def test_a_damaged_run_record_is_one_line_saying_what_to_do(tiny_data_dir, tmp_path):
+  config = conftest.tiny_config(tiny_data_dir)
+  (tmp_path / 'config.json').write_text('')  # e.g. a disk that filled while writing it
+  with pytest.raises(errors.TrainingError, match='config.json: damaged.*delete the file'):
+    train_loop.train_and_evaluate(config, str(tmp_path))
 
 
 def test_bad_localization_setting_fails_before_training(tiny_data_dir, tmp_path):

@@ -48,6 +48,15 @@ class MetricWriter:
         self._tb.add_scalar(prefix + key, value, step)
     self._tb.flush()
 
+  def has(self, step: int, key: str) -> bool:
+    """Whether metrics.jsonl already holds a line of `step` with `key` (process 0's view)."""
+    path = os.path.join(self.workdir, 'metrics.jsonl')
+    if not os.path.exists(path):
+      return False
+    with open(path, encoding='utf-8') as f:
+      lines = [json.loads(l) for l in f if l.strip()]
+    return any(line['step'] == step and key in line for line in lines)
+
   def write_config(self, config) -> None:
     if self.enabled:
       files.write_atomic(os.path.join(self.workdir, 'config.json'),

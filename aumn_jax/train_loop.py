@@ -141,12 +141,13 @@ def _train(config, workdir, mesh, train_split, eval_split) -> dict[str, Any]:
   train_fn, eval_fn = train_step_lib.jit_steps(config, mesh)
   rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)  # dropout stream (init used 0)
 
-  def evaluate_now(step):
+  def evaluate_now(step, log=True):
     outputs = eval_loop.predict(eval_fn, state, eval_split, config, mesh)
     results, scored = eval_loop.localize_and_evaluate(outputs, eval_split, config)
-    metrics = scored.to_dict()
-    writer.write(step, {k: metrics[k] for k in ('map', 'average_map', 'tiou_thresholds')},
-                 prefix='eval/')
+    if log:
+      metrics = scored.to_dict()
+      writer.write(step, {k: metrics[k] for k in ('map', 'average_map', 'tiou_thresholds')},
+                   prefix='eval/')
     return step, outputs, results, scored
 
   iterator = input_pipeline.TrainIterator(
@@ -195,7 +196,8 @@ def _train(config, workdir, mesh, train_split, eval_split) -> dict[str, Any]:
           progress.write(f'{name}: saved a checkpoint at step {step}; rerun to resume')
           return {'step': step, 'preempted': True, 'signal': name}
     if last_eval is None or last_eval[0] != step:  # rerun of a finished run: nothing trained
-      last_eval = evaluate_now(step)
+      # No second line for this step when the finished run's evaluation is logged already.
+      last_eval = evaluate_now(step, log=not writer.has(step, 'average_map'))
     _, outputs, results, scored = last_eval
     manager.wait_until_finished()  # the best step's metrics are readable once its save is done
     best = manager.best_step()

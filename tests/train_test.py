@@ -413,6 +413,15 @@ def test_resume_with_a_changed_training_setting_is_refused_naming_it(uninterrupt
     assert f.read() == before
 
 
+def test_rerun_of_a_finished_run_adds_no_duplicate_metrics(uninterrupted):
+  config, workdir, _ = uninterrupted
+  path = os.path.join(workdir, 'metrics.jsonl')
+  before = _read_jsonl(path)
+  summary = train_loop.train_and_evaluate(config, workdir)  # finished: evaluates, trains nothing
+  assert _read_jsonl(path) == before
+  assert summary['step'] == config.num_train_steps
+
+
 def test_a_damaged_run_record_is_one_line_saying_what_to_do(tiny_data_dir, tmp_path):
   config = conftest.tiny_config(tiny_data_dir)
   (tmp_path / 'config.json').write_text('')  # e.g. a disk that filled while writing it

@@ -1,31 +1,87 @@
-"""Orbax checkpoints of the train state: the latest one and the best one by test mAP.
+"""Orbax checkpoints of the train state: the latest two and the best one by test mAP.
 
 A run's position is its `state.step` alone: data order and rng are functions of (seed, step),
 so restoring the latest state resumes exactly. Saves are asynchronous; a save killed midway
-leaves a `*.orbax-checkpoint-tmp` folder that restore ignores and the manager cleans.
+leaves a `*.orbax-checkpoint-tmp` folder that restore ignores and the manager cleans. A
+checkpoint damaged after it was written (a truncated file) is moved to W/checkpoints_damaged/
+and the run resumes from the newest one that restores: two are kept for that.
 """
+import json
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from aumn_jax import errors
+
 BEST_METRIC = 'average_map'
 
 
-def create_manager(workdir: str, *, read_only: bool = False) -> ocp.CheckpointManager:
-  """Keeps the latest checkpoint plus the best one by `average_map` (evaluation saves)."""
+# The JSON records inside a checkpoint step (a truncated one makes orbax fail on open).
+_JSON_RECORDS = ('_CHECKPOINT_METADATA', os.path.join('metrics', 'metrics'),
+                 os.path.join('default', '_METADATA'), os.path.join('default', '_sharding'))
+DAMAGED_DIR = 'checkpoints_damaged'
+
+
+def create_manager(workdir: str, *, read_only: bool = False,
+                   log: Callable[[str], None] = print) -> ocp.CheckpointManager:
+  """Keeps the latest two checkpoints plus the best one by `average_map` (evaluation saves).
+
+  A step whose JSON records do not parse is moved to W/checkpoints_damaged/ first (one line
+  through `log`); read-only (evaluate.py) it is an error naming it instead.
+  """
+  root = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  for step in _steps_on_disk(root):
+    why = _damaged_record(os.path.join(root, step))
+    if why is None:
+      continue
+    if read_only:
+      raise errors.TrainingError(f'{root}/{step}: damaged checkpoint ({why}); rerun train.py '
+                                 'on this workdir to set it aside and resume from an earlier one')
+    _set_aside(root, step, why, log)
   policy = checkpoint_managers.AnyPreservationPolicy([
-      checkpoint_managers.LatestN(n=1),
+      checkpoint_managers.LatestN(n=2),
       checkpoint_managers.BestN(get_metric_fn=lambda m: m[BEST_METRIC], reverse=False, n=1,
                                 keep_checkpoints_without_metrics=False),
   ])
   options = ocp.CheckpointManagerOptions(
       preservation_policy=policy, best_fn=lambda m: m[BEST_METRIC], best_mode='max',
       cleanup_tmp_directories=True, create=not read_only, read_only=read_only)
-  return ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), 'checkpoints'), options=options)
+  return ocp.CheckpointManager(root, options=options)
+
+
+def _steps_on_disk(root: str) -> list[str]:
+  if jax.process_index() != 0 or not os.path.isdir(root):  # process 0 tidies for everyone
+    return []
+  return sorted((n for n in os.listdir(root) if n.isdigit()), key=int)
+
+
+def _damaged_record(step_dir: str) -> Optional[str]:
+  for name in _JSON_RECORDS:
+    path = os.path.join(step_dir, name)
+    if not os.path.exists(path):
+      continue
+    try:
+      with open(path, encoding='utf-8') as f:
+        json.load(f)
+    except (OSError, ValueError) as e:
+      return f'{name}: {" ".join(str(e).split())[:120]}'
+  return None
+
+
+def _set_aside(root: str, step: str, why: str, log: Callable[[str], None]) -> None:
+  """Moves checkpoint `step` to W/checkpoints_damaged/ (kept for a look; the rerun saves the
+  step again) and says so in one line."""
+  aside = os.path.join(os.path.dirname(root), DAMAGED_DIR)
+  os.makedirs(aside, exist_ok=True)
+  target = os.path.join(aside, step)
+  if os.path.exists(target):
+    target = f'{target}.{len(os.listdir(aside))}'
+  os.replace(os.path.join(root, step), target)
+  log(f'{root}/{step}: damaged checkpoint ({why}); moved to {target}, resuming from an '
+      'earlier one')
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any,
@@ -38,3 +94,28 @@ def restore(manager: ocp.CheckpointManager, step: int, target: Any) -> Any:
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
   return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
+
+
+def restore_latest(manager: ocp.CheckpointManager, target: Any,
+                   log: Callable[[str], None] = print) -> tuple[int, Any]:
+  """(step, state) of the newest checkpoint that restores; (0, target) when there is none.
+
+  A checkpoint that fails to restore is moved aside (W/checkpoints_damaged/) with one line
+  through `log`, so a truncated latest save costs the steps since the previous one.
+
+  Raises:
+    errors.TrainingError: there were checkpoints and none of them restores.
+  """
+  steps = sorted(manager.all_steps(), reverse=True)
+  for step in steps:
+    try:
+      return step, restore(manager, step, target)
+    except Exception as e:  # pylint: disable=broad-except  (orbax/tensorstore raise many types)
+      _set_aside(str(manager.directory), str(step),
+                 f'{type(e).__name__}: {" ".join(str(e).split())[:120]}', log)
+      manager.reload()
+  if steps:
+    raise errors.TrainingError(
+        f'{manager.directory}: none of the checkpoints {steps} restores (each is in '
+        f'{DAMAGED_DIR}/ now); rerun to start over')
+  return 0, target

@@ -129,13 +129,13 @@ def _train(config, workdir, mesh, train_split, eval_split) -> dict[str, Any]:
   """train_and_evaluate's loop, run under the workdir lock."""
   changed = config_checks.check_same_run(config, workdir)  # before anything in W is written
   state = train_step_lib.init_state(config, train_split.num_classes, mesh)
-  manager = checkpointing.create_manager(workdir)
-  start_step = manager.latest_step() or 0
+  log = lambda line: print(line, flush=True)
+  manager = checkpointing.create_manager(workdir, log=log)
+  start_step, state = checkpointing.restore_latest(manager, state, log=log)
   writer = metric_writer.MetricWriter(workdir, resume_step=start_step)
   writer.write_config(config)  # only allowed changes reach it; their history: resumes.jsonl
   if start_step:
     writer.write_resume(start_step, changed)
-    state = checkpointing.restore(manager, start_step, state)
     print(f'Resumed from {workdir}/checkpoints at step {start_step}'
           + (f' (changed: {", ".join(changed)})' if changed else ''), flush=True)
   train_fn, eval_fn = train_step_lib.jit_steps(config, mesh)

@@ -119,6 +119,33 @@ def test_resume_equals_uninterrupted(uninterrupted, tmp_path):
     assert json.load(f)['num_train_steps'] == 4
 
 
+@pytest.mark.parametrize('cut', ['every_file', 'array_data_only'])
+def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(cut, uninterrupted,
+                                                                      tmp_path, capsys):
+  config, workdir_full, _ = uninterrupted
+  workdir = str(tmp_path / 'w')
+  train_loop.train_and_evaluate(config, workdir)  # checkpoints at steps 2 and 4
+  latest = os.path.join(workdir, 'checkpoints', '4')
+  for root, _, names in os.walk(latest):  # files cut in half
+    for name in names:
+      path = os.path.join(root, name)
+      is_array_data = os.sep + 'd' + os.sep in path  # tensorstore chunks, not JSON records
+      if os.path.getsize(path) > 1 and (cut == 'every_file' or is_array_data):
+        with open(path, 'r+b') as f:
+          f.truncate(os.path.getsize(path) // 2)
+  capsys.readouterr()
+  train_loop.train_and_evaluate(config, workdir)
+  out = capsys.readouterr().out
+  assert 'checkpoints/4: damaged checkpoint' in out and 'at step 2' in out, out
+  assert os.path.isdir(os.path.join(workdir, 'checkpoints_damaged', '4'))
+  from aumn_jax import data  # pylint: disable=g-import-not-at-top
+  num_classes = data.load_split(config.data.data_dir, 'synthetic', 'train').num_classes
+  full, _ = _final_variables(workdir_full, config, num_classes)
+  again, step = _final_variables(workdir, config, num_classes)
+  assert step == 4
+  _assert_trees_close(full, again, atol=0)  # steps 3-4 retrained: the uninterrupted result
+
+
 def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(
     tiny_data_dir, tmp_path, monkeypatch):
   config = conftest.tiny_config(tiny_data_dir)

@@ -45,6 +45,7 @@ the localization task needs (no camera motion, no shot cuts).
 import argparse
 import dataclasses
 import json
+import math
 import os
 import shutil
 import sys
@@ -662,6 +663,9 @@ def generate(out_dir: str, layout: str, preset: str, seed: int = 0,
     params = dataclasses.replace(params, **feature_overrides)
   except TypeError as e:
     raise DataError('feature_overrides', str(e)) from None
+  for name, value in feature_overrides.items():
+    if isinstance(value, float) and not (math.isfinite(value) and value >= 0):
+      raise DataError(f'--{name}', f'{value}: must be a finite number >= 0')
   if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
     raise DataError(out_dir, 'already exists and is not an empty directory')
 

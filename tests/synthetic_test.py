@@ -408,6 +408,15 @@ def test_refuses_a_non_empty_output_directory(tmp_path, capsys):
   assert os.listdir(out) == ['keep.txt'] and sorted(os.listdir(tmp_path)) == ['out']
 
 
+@pytest.mark.parametrize('noise', ['nan', 'inf', '-1'])
+def test_refuses_a_noise_that_is_not_a_finite_non_negative_number(tmp_path, capsys, noise):
+  out = tmp_path / 'out'
+  code, err = _main(['--out', str(out), '--layout', 'um', '--preset', 'tiny', '--noise', noise],
+                    capsys)
+  assert code == 1 and len(err.splitlines()) == 1 and '--noise' in err
+  assert not os.listdir(tmp_path)
+
+
 def test_writes_into_an_existing_empty_directory(tmp_path):
   out = tmp_path / 'out'
   out.mkdir()

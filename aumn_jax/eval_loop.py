@@ -76,9 +76,13 @@ def protocol_for(tiou_thresholds) -> Optional[evaluation.Protocol]:
   return None
 
 
-def write_results(config, workdir, step, results, scored, *, best=(None, None),
+def write_results(config, workdir, step, results, scored, split, *, best=(None, None),
                   label='final') -> dict[str, Any]:
-  """proposals_<split>.json, results.json and the printed table for one evaluated checkpoint.
+  """proposals_<split>.json, ground_truth_<split>.json, results.json and the printed table.
+
+  The ground truth is the one the proposals were scored against, so `evaluate.py
+  --ground_truth W/ground_truth_test.json --proposals W/proposals_test.json
+  --drop_unknown_labels` reproduces results.json from the files alone.
 
   `best` = (step, average mAP) of the best-by-test checkpoint, reported beside the headline
   (final) numbers and labelled as the optimistic choice it is.
@@ -91,6 +95,8 @@ def write_results(config, workdir, step, results, scored, *, best=(None, None),
   if jax.process_index() == 0:
     split_name = config.data.eval_split
     evaluation.write_proposals(os.path.join(workdir, f'proposals_{split_name}.json'), results)
+    evaluation.write_json(os.path.join(workdir, f'ground_truth_{split_name}.json'),
+                          data.ground_truth(split, split_name))
     evaluation.write_json(os.path.join(workdir, 'results.json'), summary)
     print(evaluation.format_table(
         scored, protocol=protocol_for(scored.tiou_thresholds),
@@ -139,4 +145,4 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *,
   out_dir = os.path.join(workdir, f'eval_step_{step}')
   if jax.process_index() == 0:
     os.makedirs(out_dir, exist_ok=True)
-  return write_results(config, out_dir, step, results, scored, label=label)
+  return write_results(config, out_dir, step, results, scored, eval_split, label=label)

@@ -212,7 +212,7 @@ def _train(config, workdir, mesh, train_split, eval_split) -> dict[str, Any]:
         evaluation.write_json(os.path.join(workdir, 'plots', 'class_unit_usage.json'), {
             'rows': eval_split.class_names + ['background'], 'snippets': counts.tolist(),
             'usage': usage.tolist()})
-    return eval_loop.write_results(config, workdir, step, results, scored,
+    return eval_loop.write_results(config, workdir, step, results, scored, eval_split,
                                    best=(best, best_map), label='final')
   finally:
     progress.close()

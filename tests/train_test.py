@@ -86,6 +86,23 @@ def test_run_writes_its_outputs(uninterrupted):
   assert len(pngs) == config.evaluation.num_plots + 1 and len(plots) == len(pngs) + 1
 
 
+def test_the_files_of_a_run_reproduce_its_results_in_the_numpy_evaluator(uninterrupted):
+  """evaluate.py's file mode on W/ground_truth_test.json + W/proposals_test.json alone."""
+  _, workdir, _ = uninterrupted
+  proc = subprocess.run(
+      [sys.executable, 'evaluate.py', '--ground_truth', os.path.join(workdir,
+                                                                     'ground_truth_test.json'),
+       '--proposals', os.path.join(workdir, 'proposals_test.json'), '--drop_unknown_labels',
+       '--output', os.path.join(workdir, 'file_mode.json')],
+      cwd=REPO, capture_output=True, text=True, timeout=120, env=_worker_env(1))
+  assert proc.returncode == 0, proc.stderr
+  with open(os.path.join(workdir, 'results.json'), encoding='utf-8') as f:
+    expected = json.load(f)
+  with open(os.path.join(workdir, 'file_mode.json'), encoding='utf-8') as f:
+    got = json.load(f)
+  np.testing.assert_allclose(got['map'], expected['map'], rtol=0, atol=1e-12)
+
+
 def test_eight_devices_equal_one(uninterrupted, tmp_path):
   config, workdir8, _ = uninterrupted
   workdir1 = str(tmp_path / 'one_device')

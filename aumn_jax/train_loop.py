@@ -69,9 +69,13 @@ class _Preemption:
     if signum == signal.SIGINT:  # the next Ctrl-C interrupts without waiting for the save
       signal.signal(signal.SIGINT, signal.default_int_handler)
 
-  def should_stop(self) -> bool:
+  def should_stop(self, step: int, every: int) -> bool:
+    """Single process: at once. Several: every `every` steps, when they agree over one
+    allgather (a blocking collective, so not every step; a signal waits at most `every`)."""
     if jax.process_count() == 1:
       return self.requested is not None
+    if step % every:
+      return False
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     return bool(np.any(multihost_utils.process_allgather(np.array(self.requested is not None))))
 
@@ -171,7 +175,7 @@ def _train(config, workdir, mesh, train_split, eval_split) -> dict[str, Any]:
         pending.append((step, metrics))
         progress.update(1)
         last = step == config.num_train_steps
-        stop = preemption.should_stop()
+        stop = preemption.should_stop(step, config.log_every_steps)
         # On SIGTERM the grace period goes to the save, not to an evaluation the rerun redoes.
         eval_now = (step % config.eval_every_steps == 0 or last) and not stop
         save_now = step % config.checkpoint_every_steps == 0 or eval_now or stop

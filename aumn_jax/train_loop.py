@@ -189,8 +189,12 @@ def _train(config, workdir, mesh, train_split, eval_split) -> dict[str, Any]:
           writer.write(step, {**mean, 'steps_per_sec': steps_per_sec}, prefix='train/')
           progress.set_postfix(loss=f'{mean["loss"]:.4f}')
         if eval_now:
+          progress.set_description_str('evaluating', refresh=True)
           last_eval = evaluate_now(step)
           progress.write(f'step {step}: average mAP {100 * last_eval[3].average_map:.2f}')
+          progress.set_description_str('', refresh=False)
+          progress.unpause()  # the ETA and steps/s leave the evaluation's time out
+          last_log_time = time.perf_counter()
         if save_now:
           checkpointing.save(manager, step, state, metrics=(
               {checkpointing.BEST_METRIC: last_eval[3].average_map} if eval_now else None))

@@ -8,6 +8,10 @@ the `{video_id: [...]}` results dict; `export_proposals` writes it through
 module deliberately does not know that format, nor how proposals are scored). Every number
 comes from `config.localization`.
 
+What is thresholded is `snippet_scores(cas_probs, fg, config.localization.score)`: SPEC's
+p'_c ('class'), the foreground attention ('actionness'), or by default sqrt(p'(c | action) · a)
+('class_x_actionness', docs/method.md §7); below, "CAS" is that sequence.
+
 Pipeline per video (BaS-Net's post-processing, vectorized):
   1. Video classes: action columns c < C with p_c >= class_threshold, else the top-1 action.
      The background column is never a class.

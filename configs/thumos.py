@@ -82,8 +82,9 @@ def get_config() -> ml_collections.ConfigDict:
       # SPEC's p'_c alone ('class') nor a alone ('actionness'). Chosen on the VALIDATION battery
       # (data seed 1, run seed 0, 5 regimes x 2 heads, 300 steps; never a reported split) by
       # the worst case against 'class': it beat 'class' on all 10 runs (+0.3 to +9.1 avg mAP
-      # 0.1:0.7, mean +5.3); 'actionness' gained more on average (+7.8) but lost on 2 of 10
-      # (-2.5, -0.6: where a is weak or videos hold several classes). docs/method.md §7.
+      # 0.1:0.7, mean +5.3; run seed 1 afterwards: 10 of 10 again); 'actionness' gained more on
+      # average (+7.8) but lost on 2 of 10 (-2.5, -0.6: where a is weak or videos hold several
+      # classes). docs/method.md §7.
       score='class_x_actionness',
       class_threshold=0.2,        # video classes: p'_c >= this, else top-1
       scale=24,                   # CAS upsampling factor

@@ -1,8 +1,9 @@
 """Checks of a config before anything runs: against the code, and against a workdir's run.
 
 `validate_config` catches the values that would otherwise fail deep inside jit (or at the
-first evaluation) with a traceback; `check_same_run` refuses a workdir trained with another
-model or dataset. Both raise errors.TrainingError: one line naming the key.
+first evaluation) with a traceback; `check_workdir` refuses a workdir that cannot be created;
+`check_same_run` refuses to resume a run with a changed training setting (MAY_CHANGE lists what
+may change). All raise errors.TrainingError: one line naming the key or path.
 """
 import json
 import os

@@ -2,8 +2,8 @@
 
 `predict` runs the jitted eval step over a split (bucketed shapes, every process its share);
 `localize_and_evaluate` turns per-snippet scores into proposals (localization.py) and scores
-them (evaluation.py); `write_results` writes proposals_<split>.json and results.json and
-prints the table. `evaluate_checkpoint` is evaluate.py's path: restore a checkpoint of a
+them (evaluation.py); `write_results` writes proposals_<split>.json, the ground truth they
+were scored against and results.json, and prints the table. `evaluate_checkpoint` is evaluate.py's path: restore a checkpoint of a
 workdir and do the same, so its numbers equal the in-training evaluation of that checkpoint.
 train_loop.py keeps only the cadence.
 """

@@ -50,7 +50,7 @@ def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
       (config.loss.guide_steps >= 0, 'config.loss.guide_steps must be >= 0'),
   ]
   for key, known in (('input_norm', models.INPUT_NORMS), ('fg_input', models.FG_INPUTS),
-                     ('fg_norm', models.FG_NORMS)):
+                     ('fg_norm', models.FG_NORMS), ('unit_init', models.UNIT_INITS)):
     value = config.model[key]
     checks.append((value in known, f'config.model.{key}={value!r}: not one of {known}'))
   for ok, message in checks:

@@ -26,6 +26,8 @@ from aumn_jax import memory
 INPUT_NORMS = ('none', 'layernorm', 'center')
 FG_INPUTS = ('dropped', 'embedding', 'features')
 FG_NORMS = ('none', 'center', 'layernorm')
+# How the unit classifiers W_l start (config.model.unit_init; docs/method.md §8).
+UNIT_INITS = ('lecun', 'zeros')
 
 
 def topk_mean(s_BxTxC, mask_BxT, ratio):
@@ -202,6 +204,8 @@ class AUMN(nn.Module):
   fg_input: str
   input_norm: str
   classifier_bias: bool
+  unit_init: str            # 'lecun': each W_l like its own Dense layer | 'zeros'
+  shared_classifier: bool   # S_t = Z_t W_0 + b_0 + sum_l A_tl (Z_t W_l + b_l)
 
   @nn.compact
   def __call__(self, x_BxTxF, mask_BxT, train=False):
@@ -237,13 +241,20 @@ class AUMN(nn.Module):
 
     # Attention 2 and the unit-specific classifiers.
     read_BxTxL = memory.read_attention(qr(h_att), kr(adapted_BxLxD), mask_BxT, self.tau)
-    # Each W_l is initialised like its own Dense layer (fan-in D).
-    kernel = self.param('unit_kernel',
-                        nn.initializers.lecun_normal(in_axis=1, out_axis=2, batch_axis=(0,)),
-                        (L, D, C1))
+    if self.unit_init == 'lecun':  # each W_l like its own Dense layer (fan-in D)
+      kernel_init = nn.initializers.lecun_normal(in_axis=1, out_axis=2, batch_axis=(0,))
+    elif self.unit_init == 'zeros':  # every unit starts as the same (zero) classifier
+      kernel_init = nn.initializers.zeros
+    else:
+      raise ValueError(f'config.model.unit_init={self.unit_init!r}: not one of {UNIT_INITS}')
+    kernel = self.param('unit_kernel', kernel_init, (L, D, C1))
     bias = (self.param('unit_bias', nn.initializers.zeros, (L, C1)) if self.classifier_bias
             else jnp.zeros((L, C1), jnp.float32))
     weighted, bias_part = memory.unit_classify(read_BxTxL, h, kernel, bias)
+    if self.shared_classifier:  # BaS-Net's classifier beside the units: S = mil + memory
+      weighted = weighted + nn.Dense(C1, use_bias=False, name='classifier')(h)
+      if self.classifier_bias:
+        bias_part = bias_part + self.param('classifier_bias', nn.initializers.zeros, (C1,))
     m = mask_BxT[..., None]
     cas = (weighted + bias_part) * m
     cas_supp = (fg[..., None] * weighted + bias_part) * m
@@ -273,5 +284,6 @@ def create_model(config: Any, num_classes: int) -> nn.Module:
                 momentum=config.memory.momentum, center_features=mc.center_features,
                 fg_bias_init=mc.fg_bias_init, fg_norm=mc.fg_norm,
                 fg_input=mc.fg_input, input_norm=mc.input_norm,
-                classifier_bias=mc.classifier_bias)
+                classifier_bias=mc.classifier_bias, unit_init=mc.unit_init,
+                shared_classifier=mc.shared_classifier)
   raise ValueError(f"config.model.head: unknown head {mc.head!r} (expected 'aumn' or 'mil')")

@@ -187,8 +187,11 @@ class AUMN(nn.Module):
   def __init__(self, num_classes: int, feature_dim: int, dim: int, num_units: int,
                dropout: float, tau: float, tau_u: float, topk_ratio: int, momentum: float,
                center_features: bool = False, fg_bias_init: float = 0.0,
-               classifier_bias: bool = True, conv_impl: str = 'conv', **skeleton_options):
+               classifier_bias: bool = True, conv_impl: str = 'conv', unit_init: str = 'lecun',
+               shared_classifier: bool = False, **skeleton_options):
     super().__init__()
+    if unit_init not in ('lecun', 'zeros'):
+      raise ValueError(f'model.unit_init={unit_init!r}: not one of lecun, zeros')
     self.tau, self.tau_u, self.topk_ratio = tau, tau_u, topk_ratio
     self.momentum, self.center_features = momentum, center_features
     c1 = num_classes + 1
@@ -207,7 +210,17 @@ class AUMN(nn.Module):
     for lin in (self.update_key, self.update_query, self.read_query, self.read_key, self.gate):
       _lecun_normal_(lin.weight, lin.in_features)
     nn.init.zeros_(self.gate.bias)
-    _lecun_normal_(self.unit_kernel, dim)
+    if unit_init == 'lecun':
+      _lecun_normal_(self.unit_kernel, dim)
+    else:
+      nn.init.zeros_(self.unit_kernel)
+    # shared_classifier: BaS-Net's classifier beside the units (S = Z W_0 + b_0 + units).
+    self.classifier = self.classifier_bias = None
+    if shared_classifier:
+      self.classifier = nn.Linear(dim, c1, bias=False)
+      _lecun_normal_(self.classifier.weight, dim)
+      if classifier_bias:
+        self.classifier_bias = nn.Parameter(torch.zeros(c1))
 
   def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Dict[str, torch.Tensor]:
     mask = mask.float()
@@ -242,6 +255,10 @@ class AUMN(nn.Module):
     logits = (h @ w_flat).unflatten(-1, (num_units, c1))             # [B, T, L, C1]
     weighted = torch.einsum('btl,btlc->btc', read_attn, logits)
     bias = 0.0 if self.unit_bias is None else read_attn @ self.unit_bias
+    if self.classifier is not None:
+      weighted = weighted + self.classifier(h)
+      if self.classifier_bias is not None:
+        bias = bias + self.classifier_bias
     cas = (weighted + bias) * m
     cas_supp = (fg.unsqueeze(-1) * weighted + bias) * m
 
@@ -262,7 +279,8 @@ def create_model(config: Any, num_classes: int, conv_impl: str = 'conv') -> nn.M
     return MILNet(**common)
   if mc.head == 'aumn':
     return AUMN(num_units=mc.num_units, tau=mc.tau, tau_u=mc.tau_u,
-                momentum=config.memory.momentum, center_features=mc.center_features, **common)
+                momentum=config.memory.momentum, center_features=mc.center_features,
+                unit_init=mc.unit_init, shared_classifier=mc.shared_classifier, **common)
   raise ValueError(f"config.model.head: unknown head {mc.head!r} (expected 'aumn' or 'mil')")
 
 
@@ -494,11 +512,11 @@ def state_dict_from_flax(variables: Mapping[str, Any]) -> Dict[str, torch.Tensor
         'skeleton.conv.bias': a(sk['embedding']['conv']['bias']),
         'skeleton.fg_attention.weight': a(sk['fg_attention']['kernel']).T,
         'skeleton.fg_attention.bias': a(sk['fg_attention']['bias'])}
-  if 'classifier' in p:                                   # head = 'mil'
+  if 'classifier' in p:           # head = 'mil', or AUMN's shared_classifier
     sd['classifier.weight'] = a(p['classifier']['kernel']).T
     if 'classifier_bias' in p:
       sd['classifier_bias'] = a(p['classifier_bias'])
-  else:
+  if 'unit_kernel' in p:          # head = 'aumn'
     for name in _DENSE_AUMN:
       sd[f'{name}.weight'] = a(p[name]['kernel']).T
       if 'bias' in p[name]:
@@ -518,10 +536,11 @@ def flax_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, An
                              'bias': n('skeleton.conv.bias')}},
       'fg_attention': {'kernel': n('skeleton.fg_attention.weight').T.copy(),
                        'bias': n('skeleton.fg_attention.bias')}}}
-  if 'classifier.weight' in state_dict:
+  if 'classifier.weight' in state_dict:  # head = 'mil', or AUMN's shared_classifier
     params['classifier'] = {'kernel': n('classifier.weight').T.copy()}
     if 'classifier_bias' in state_dict:
       params['classifier_bias'] = n('classifier_bias')
+  if 'unit_kernel' not in state_dict:
     return {'params': params}
   for name in _DENSE_AUMN:
     params[name] = {'kernel': n(f'{name}.weight').T.copy()}

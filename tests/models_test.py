@@ -215,6 +215,25 @@ def test_gradients_finite_at_init(variant):
   assert all(np.any(np.asarray(g) != 0) for _, g in leaves)
 
 
+def test_aumn_starts_as_the_baseline_and_its_units_add_to_it():
+  """The default AUMN classifier (shared_classifier, unit_init='zeros'): at init its outputs are
+  BaS-Net's with the same skeleton and classifier weights; nonzero units change them."""
+  x, mask, _ = _batch()
+  variables = _variables('aumn')
+  assert not np.any(np.asarray(variables['params']['unit_kernel']))
+  baseline = models.create_model(_config('mil', True, 0.0), C)
+  shared = {k: variables['params'][k] for k in ('skeleton', 'classifier', 'classifier_bias')}
+  want = baseline.apply({'params': shared}, x, mask, train=False)
+  _, _, _, eval_step = _setup(*DEFAULT)
+  got, _ = eval_step(variables, x, mask)
+  for k in OUT_KEYS:
+    np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=1e-6, err_msg=k)
+  units = jax.random.normal(jax.random.PRNGKey(3), variables['params']['unit_kernel'].shape)
+  moved = {**variables, 'params': {**variables['params'], 'unit_kernel': units}}
+  got, _ = eval_step(moved, x, mask)
+  assert np.max(np.abs(np.asarray(got['cas']) - np.asarray(want['cas']))) > 1e-2
+
+
 def test_uncentred_memory_with_dropout_trains_forward():
   """SPEC's literal memory (no centring) with dropout: finite, and dropout uses its rng."""
   model, variables, _, _ = _setup(*SPEC_LITERAL)

@@ -45,6 +45,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Checkpoint mode: the training config (with the same overrides).',
     lock_config=True)
 flags.DEFINE_string('workdir', None, 'Checkpoint mode: the training run\'s --workdir.')
+_CACHE = cli.define_compilation_cache_flag()
 flags.DEFINE_integer('step', None, 'Checkpoint mode: evaluate this step (default: latest).')
 flags.DEFINE_bool('best', False, 'Checkpoint mode: evaluate the best-by-test-mAP checkpoint '
                   '(optimistic: selected on the test split).')
@@ -84,6 +85,7 @@ def evaluate_run() -> None:
     logging.set_verbosity(logging.WARNING)
   from aumn_jax import parallel  # pylint: disable=g-import-not-at-top
   parallel.maybe_initialize_distributed()
+  parallel.enable_compilation_cache(_CACHE.value)
   from aumn_jax import eval_loop  # pylint: disable=g-import-not-at-top
   if FLAGS.best and FLAGS.step is not None:
     cli.fail('--best and --step are exclusive')

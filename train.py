@@ -17,6 +17,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Training config file.',
                                           lock_config=True)
 flags.mark_flags_as_required(['config'])
+_CACHE = cli.define_compilation_cache_flag()
 
 
 @cli.user_errors
@@ -26,6 +27,7 @@ def main(argv):
   if not flags.FLAGS['verbosity'].present:  # orbax/tfds INFO chatter; --verbosity=0 shows it
     logging.set_verbosity(logging.WARNING)
   parallel.maybe_initialize_distributed()
+  parallel.enable_compilation_cache(_CACHE.value)
   from aumn_jax import config_checks  # pylint: disable=g-import-not-at-top
   from aumn_jax import train_loop  # pylint: disable=g-import-not-at-top
   from data_prep import build  # pylint: disable=g-import-not-at-top

@@ -73,6 +73,14 @@ def user_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], None
   return guarded
 
 
+def define_compilation_cache_flag() -> flags.FlagHolder:
+  """--compilation_cache for train.py and evaluate.py (parallel.enable_compilation_cache)."""
+  return flags.DEFINE_string(
+      'compilation_cache', '~/.cache/aumn_jax/xla',
+      'JAX persistent compilation cache directory: reruns, resumes and evaluate.py load the '
+      'compiled steps instead of compiling again ("" turns it off).')
+
+
 def run(main: Callable[[list[str]], None]) -> None:
   """app.run(main) with command-line mistakes as one line (see the module docstring)."""
   app.run(main, flags_parser=parse_flags)

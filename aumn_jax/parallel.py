@@ -34,6 +34,23 @@ def maybe_initialize_distributed() -> None:
     jax.distributed.initialize()
 
 
+def enable_compilation_cache(cache_dir: str, log=print) -> None:
+  """JAX's persistent compilation cache in `cache_dir` ('' leaves it off; a directory the user
+  set through JAX_COMPILATION_CACHE_DIR wins): a resumed run, a rerun and evaluate.py load the
+  compiled steps instead of compiling them again. A directory that cannot be created is one
+  line, and the run goes on without the cache."""
+  if not cache_dir or jax.config.jax_compilation_cache_dir:
+    return
+  import os  # pylint: disable=g-import-not-at-top
+  path = os.path.expanduser(cache_dir)
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    log(f'warning: compilation cache {path}: {e.strerror}; compiling without it')
+    return
+  jax.config.update('jax_compilation_cache_dir', path)
+
+
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
   """A 1-D `data` mesh over `devices` (default: every device of every process)."""
   # Auto axes: jit's in/out shardings drive XLA's propagation. The (newer) Explicit default

@@ -4,12 +4,17 @@ The packages (aumn_jax, data_prep, configs, benchmarks) are imported as installe
 (`pip install -e .`, README); nothing here edits sys.path.
 """
 import os
+import tempfile
 
 if 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', ''):
   # (subprocesses of tests that chose their own device count keep it)
   os.environ['XLA_FLAGS'] = (
       os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# train.py / evaluate.py default to a persistent compilation cache in the user's home; the
+# tests (and the scripts they start) keep theirs in the temp dir instead.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                      os.path.join(tempfile.gettempdir(), 'aumn_jax_tests_xla_cache'))
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

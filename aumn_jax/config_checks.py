@@ -48,6 +48,9 @@ def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
       (config.loss.guide_form in losses.GUIDE_FORMS,
        f'config.loss.guide_form={config.loss.guide_form!r}: not one of {losses.GUIDE_FORMS}'),
       (config.loss.guide_steps >= 0, 'config.loss.guide_steps must be >= 0'),
+      (len(config.profile_steps) == 2 and 0 <= config.profile_steps[0] <= config.profile_steps[1],
+       f'config.profile_steps={tuple(config.profile_steps)!r}: expected (start, end) with '
+       '0 <= start <= end'),
   ]
   for key, known in (('input_norm', models.INPUT_NORMS), ('fg_input', models.FG_INPUTS),
                      ('fg_norm', models.FG_NORMS), ('unit_init', models.UNIT_INITS)):
@@ -91,8 +94,11 @@ def check_workdir(workdir: str) -> None:
 # What a resumed or re-evaluated run may change: none of it changes what is trained. A key
 # ending in '.' covers its whole group.
 MAY_CHANGE = ('num_train_steps', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
-              'data.data_dir', 'data.eval_batch_size', 'data.eval_buckets', 'localization.',
-              'evaluation.')
+              'profile_steps', 'data.data_dir', 'data.eval_batch_size', 'data.eval_buckets',
+              'localization.', 'evaluation.')
+# Training settings added after runs existed, with the value that reproduces what the code did
+# before them: a run recorded without the key was trained with that value.
+ADDED_LATER = {'model.unit_init': 'lecun', 'model.shared_classifier': False}
 
 
 def _flatten(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:
@@ -126,6 +132,7 @@ def check_same_run(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
   try:
     with open(path, encoding='utf-8') as f:
       saved = _flatten(json.load(f))
+    saved = {**ADDED_LATER, **saved}
   except (OSError, ValueError, AttributeError) as e:
     raise errors.TrainingError(
         f'{path}: damaged, cannot read the config this run was started with ({e}); if you are '

@@ -84,6 +84,31 @@ class _Preemption:
       signal.signal(signum, previous)
 
 
+class _Profiler:
+  """A jax.profiler trace of the training steps [start, end) into `log_dir` (TensorBoard's
+  profile plugin or Perfetto read it); start == end: off. Evaluations inside the window are
+  traced too."""
+
+  def __init__(self, log_dir: str, start: int, end: int):
+    self.log_dir, self.start, self.end = log_dir, start, end
+    self.tracing = self.done = False
+
+  def before(self, step: int) -> None:
+    if not (self.tracing or self.done) and self.start <= step < self.end:  # a resume inside too
+      jax.profiler.start_trace(self.log_dir)
+      self.tracing = True
+
+  def after(self, step: int, state: Any) -> None:
+    if self.tracing and step >= self.end:
+      jax.block_until_ready(state)  # the traced steps' device work ends inside the trace
+      self.stop()
+
+  def stop(self) -> None:
+    if self.tracing:
+      self.tracing, self.done = False, True
+      jax.profiler.stop_trace()
+
+
 def _fetch_checked(pending: list[tuple[int, Any]]) -> list[tuple[int, dict[str, float]]]:
   """Device metrics -> floats; raises naming the first step whose loss is not finite."""
   fetched = jax.device_get(pending)
@@ -165,13 +190,16 @@ def _train(config, workdir, mesh, train_split, eval_split) -> dict[str, Any]:
   step = start_step
   last_eval = None  # (step, outputs, results, Evaluation) of the latest evaluation
   last_log_time, last_log_step = time.perf_counter(), start_step
+  profiler = _Profiler(os.path.join(workdir, 'profile'), *config.profile_steps)
   try:
     with _Preemption() as preemption:
       while step < config.num_train_steps:
         _, host_batch = next(iterator)
         inputs = {k: host_batch[k] for k in train_step_lib.TRAIN_INPUTS}  # not the 'index'
+        profiler.before(step)
         state, metrics = train_fn(state, parallel.to_global(inputs, mesh), rng)
         step += 1
+        profiler.after(step, state)
         pending.append((step, metrics))
         progress.update(1)
         last = step == config.num_train_steps
@@ -223,6 +251,7 @@ def _train(config, workdir, mesh, train_split, eval_split) -> dict[str, Any]:
     return eval_loop.write_results(config, workdir, step, results, scored, eval_split,
                                    best=(best, best_map), label='final')
   finally:
+    profiler.stop()
     progress.close()
     iterator.close()
     manager.wait_until_finished()

@@ -16,6 +16,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 50
   c.eval_every_steps = 500
   c.checkpoint_every_steps = 500
+  c.profile_steps = (0, 0)        # [start, end): a jax.profiler trace into W/profile (0, 0: off)
 
   c.data = ml_collections.ConfigDict(dict(
       dataset='thumos14',         # thumos14 | activitynet12 | activitynet13 | synthetic

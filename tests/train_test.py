@@ -18,6 +18,7 @@ import pytest
 
 import conftest
 from aumn_jax import checkpointing
+from aumn_jax import config_checks
 from aumn_jax import errors
 from aumn_jax import eval_loop
 from aumn_jax import losses
@@ -377,6 +378,52 @@ def test_bad_data_settings_are_refused_before_step_0(key, value, message, tiny_d
   assert not os.path.exists(tmp_path / 'w')
 
 
+def test_profile_steps_trace_that_window_and_bad_windows_are_refused(tiny_data_dir, tmp_path):
+  config = conftest.tiny_config(tiny_data_dir)
+  config.num_train_steps = 3
+  config.profile_steps = (1, 2)
+  train_loop.train_and_evaluate(config, str(tmp_path / 'w'))
+  traces = [f for _, _, names in os.walk(tmp_path / 'w' / 'profile') for f in names
+            if f.endswith('.xplane.pb')]
+  assert len(traces) == 1, traces
+  config.profile_steps = (2, 1)
+  with pytest.raises(errors.TrainingError, match=re.escape(
+      'config.profile_steps=(2, 1): expected (start, end) with 0 <= start <= end')):
+    train_loop.train_and_evaluate(config, str(tmp_path / 'bad'))
+  assert not os.path.exists(tmp_path / 'bad')
+
+
+@pytest.mark.slow
+def test_compilation_cache_is_written_then_used(tiny_data_dir, tmp_path):
+  """train.py --compilation_cache=DIR: the first run writes compiled steps there, a second run
+  (another workdir) compiles nothing new; a cache dir that cannot be made is one warning."""
+  env = _worker_env(1)
+  env.pop('JAX_COMPILATION_CACHE_DIR', None)  # conftest's, for the other tests
+  cache = tmp_path / 'cache'
+  (tmp_path / 'a_file').write_text('')
+
+  def train(workdir, cache_dir):
+    return subprocess.run(
+        [sys.executable, 'train.py', '--config=configs/synthetic.py', f'--workdir={workdir}',
+         f'--compilation_cache={cache_dir}', f'--config.data.data_dir={tiny_data_dir}',
+         '--config.data.max_snippets=32', '--config.data.eval_buckets=(64, 128, 256)',
+         '--config.data.eval_batch_size=8', '--config.model.dim=16',
+         '--config.model.num_units=4', '--config.batch_size=8', '--config.num_train_steps=2',
+         '--config.eval_every_steps=2'],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+
+  first = train(tmp_path / 'w1', cache)
+  assert first.returncode == 0, first.stderr[-2000:]
+  entries = sorted(os.listdir(cache))
+  assert entries
+  second = train(tmp_path / 'w2', cache)
+  assert second.returncode == 0, second.stderr[-2000:]
+  assert sorted(os.listdir(cache)) == entries
+  third = train(tmp_path / 'w3', tmp_path / 'a_file' / 'cache')
+  assert third.returncode == 0, third.stderr[-2000:]
+  assert 'warning: compilation cache' in third.stdout + third.stderr
+
+
 def test_workdir_under_a_file_is_one_line_and_creates_nothing(tiny_data_dir, tmp_path):
   config = conftest.tiny_config(tiny_data_dir)
   (tmp_path / 'a_file').write_text('')
@@ -401,7 +448,7 @@ def test_a_second_run_on_a_busy_workdir_stops_at_once(tiny_data_dir, tmp_path):
 
 
 @pytest.mark.parametrize('key', ['model.input_norm', 'model.fg_input', 'model.fg_norm',
-                                 'loss.guide_classes', 'loss.guide_form'])
+                                 'model.unit_init', 'loss.guide_classes', 'loss.guide_form'])
 def test_unknown_skeleton_form_is_refused_before_anything_runs(key, tiny_data_dir, tmp_path):
   config = conftest.tiny_config(tiny_data_dir)
   group, name = key.split('.')
@@ -457,6 +504,25 @@ def test_resume_with_a_changed_training_setting_is_refused_naming_it(uninterrupt
   assert '\n' not in str(e.value)
   with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
     assert f.read() == before
+
+
+def test_a_run_recorded_before_a_setting_existed_resumes_only_with_the_old_behaviour(
+    uninterrupted, tmp_path):
+  """config_checks.ADDED_LATER: a record without model.shared_classifier was trained without
+  it, so resuming it under the new default is refused naming the key."""
+  config, workdir, _ = uninterrupted
+  old = tmp_path / 'old'
+  old.mkdir()
+  with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
+    record = json.load(f)
+  del record['model']['shared_classifier'], record['model']['unit_init']
+  (old / 'config.json').write_text(json.dumps(record))
+  with pytest.raises(errors.TrainingError, match=re.escape(
+      "model.shared_classifier=False -> True, model.unit_init='lecun' -> 'zeros'")):
+    config_checks.check_same_run(config, str(old))
+  spec = config.copy_and_resolve_references()
+  spec.model.shared_classifier, spec.model.unit_init = False, 'lecun'
+  assert config_checks.check_same_run(spec, str(old)) == {}
 
 
 def test_rerun_of_a_finished_run_adds_no_duplicate_metrics(uninterrupted):

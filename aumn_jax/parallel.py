@@ -7,13 +7,16 @@ the step (the loss means, the memory-bank update) are therefore already global, 
 what makes 8 devices == 1 device and keeps every device's memory bank identical.
 
 Multi-host: every process builds the same mesh over all devices; each feeds only its own
-rows of the global batch (`to_global`). Nothing here touches files or config.
+rows of the global batch (`to_global`). Nothing here reads the config; the only file touched
+is the compilation cache's directory (`enable_compilation_cache`).
 """
 from typing import Any, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
+
+from aumn_jax import errors
 
 
 def maybe_initialize_distributed() -> None:
@@ -29,9 +32,26 @@ def maybe_initialize_distributed() -> None:
         coordinator_address=os.environ['AUMN_COORDINATOR'],
         num_processes=int(os.environ['AUMN_NUM_PROCESSES']),
         process_id=int(os.environ['AUMN_PROCESS_ID']))
-  elif any(k in os.environ for k in ('TPU_WORKER_HOSTNAMES', 'SLURM_NTASKS',
-                                     'OMPI_COMM_WORLD_SIZE')):
-    jax.distributed.initialize()
+    return
+
+  def tasks(name):
+    try:
+      return int(os.environ.get(name, '1'))
+    except ValueError:
+      return 1
+
+  # A one-task SLURM / MPI job is a plain process; more tasks ask for a multi-process run.
+  cluster = [k for k in ('TPU_WORKER_HOSTNAMES',) if k in os.environ] + [
+      k for k in ('SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE') if tasks(k) > 1]
+  if cluster:
+    try:
+      jax.distributed.initialize()  # JAX's own detection of the cluster's coordinator
+    except (ValueError, RuntimeError) as e:
+      detail = ' '.join(str(e).split())
+      raise errors.TrainingError(
+          f'{", ".join(f"{k}={os.environ[k]}" for k in cluster)} asks for a multi-process '
+          f'run, but JAX could not start it ({detail}); run under srun / mpirun / a TPU VM, '
+          'or set AUMN_COORDINATOR, AUMN_NUM_PROCESSES and AUMN_PROCESS_ID') from None
 
 
 def enable_compilation_cache(cache_dir: str, log=print) -> None:

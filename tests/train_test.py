@@ -352,6 +352,20 @@ def test_bad_config_key_is_one_clear_line(tmp_path):
   assert not os.listdir(tmp_path)
 
 
+def test_a_cluster_jax_cannot_join_is_one_line(tmp_path):
+  """SLURM_NTASKS=2 outside a SLURM job: JAX finds no coordinator; one line, nothing written."""
+  env = _worker_env(1, SLURM_NTASKS='2')
+  for key in [k for k in env if k.startswith('SLURM_') and k != 'SLURM_NTASKS']:
+    del env[key]
+  proc = subprocess.run(
+      [sys.executable, 'train.py', '--config=configs/synthetic.py', f'--workdir={tmp_path}/w'],
+      cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines() == [proc.stderr.strip()], proc.stderr[-2000:]
+  assert proc.stderr.startswith('error: SLURM_NTASKS=2 asks for a multi-process run')
+  assert not os.path.exists(tmp_path / 'w')
+
+
 @pytest.mark.parametrize('script', ['train.py', 'evaluate.py'])
 def test_missing_config_file_is_one_line_listing_the_configs(script, tmp_path):
   proc = subprocess.run(

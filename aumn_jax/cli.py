@@ -3,12 +3,15 @@
 Two rules. `run(main)` is absl's app.run where a mistake on the command line (an unknown flag,
 a typo'd `--config.KEY`, a bad value) is one line and exit status 2. `@user_errors` on `main`
 turns an `errors.UserError` into one line `error: <message>` and exit status 1, and Ctrl-C
-into `error: interrupted`, status 130. Anything else is a bug and keeps its traceback.
+into `error: interrupted`, status 130. Anything else is a bug: one line first (`error:
+unexpected ...`, exit 1), its traceback appended to W/errors.log (or a temp file).
 Imports no JAX (evaluate.py's file mode is NumPy only).
 """
 import functools
 import os
 import sys
+import tempfile
+import traceback
 from typing import Callable, Sequence
 
 from absl import app
@@ -69,8 +72,33 @@ def user_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], None
       fail(str(e))
     except KeyboardInterrupt:  # Ctrl-C outside a training loop, or a second one inside it
       fail('interrupted', status=130)
+    except Exception as e:  # pylint: disable=broad-except  (a bug: the line first, then a file)
+      path = _write_traceback()
+      detail = ' '.join(str(e).split())[:300]
+      fail(f'unexpected {type(e).__name__}: {detail} (a bug, not your input; the traceback '
+           f'is in {path})')
 
   return guarded
+
+
+def _write_traceback() -> str:
+  """Appends the current exception's traceback to W/errors.log (W = --workdir, when the command
+  has one and it exists), else to a file in the temp dir; returns the path."""
+  workdir = None
+  if 'workdir' in flags.FLAGS and flags.FLAGS.is_parsed() and flags.FLAGS.workdir:
+    workdir = os.path.expanduser(flags.FLAGS.workdir)
+  if workdir and os.path.isdir(workdir):
+    path = os.path.join(workdir, 'errors.log')
+  else:
+    path = os.path.join(tempfile.gettempdir(), f'aumn_jax_error_{os.getpid()}.log')
+  try:
+    with open(path, 'a', encoding='utf-8') as f:
+      f.write(f'--- {" ".join(sys.argv)}\n')
+      traceback.print_exc(file=f)
+  except OSError:  # nowhere to write it (a full disk): stderr keeps it
+    traceback.print_exc()
+    return 'the lines above'
+  return path
 
 
 def define_compilation_cache_flag() -> flags.FlagHolder:

@@ -1,8 +1,8 @@
 """The user-error types: mistakes a user can fix, reported as one line, never a traceback.
 
 Every entry point (aumn_jax.cli.run) prints a `UserError` as `error: <message>` and exits 1;
-anything else is a bug and keeps its traceback. Plain Python: the NumPy-only evaluator path
-imports this without JAX.
+anything else is a bug: one line too, its traceback in W/errors.log (cli.py). Plain Python:
+the NumPy-only evaluator path imports this without JAX.
 """
 
 

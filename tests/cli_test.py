@@ -1,0 +1,53 @@
+"""aumn_jax/cli.py: a bug in an entry point is one line on stderr, its traceback in a file."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import conftest
+
+_SCRIPT = textwrap.dedent('''
+    from absl import flags
+    from aumn_jax import cli
+    flags.DEFINE_string('workdir', None, 'where the traceback goes')
+
+    @cli.user_errors
+    def main(argv):
+      del argv
+      {}['a key a bug forgot']
+
+    cli.run(main)
+''')
+
+
+def _run(tmp_path, *args):
+  script = tmp_path / 'entry_point.py'
+  script.write_text(_SCRIPT)
+  return subprocess.run([sys.executable, str(script), *args], cwd=conftest.REPO,
+                        capture_output=True, text=True, timeout=60)
+
+
+def test_a_bug_is_one_line_and_its_traceback_goes_to_the_workdir(tmp_path):
+  workdir = tmp_path / 'w'
+  workdir.mkdir()
+  proc = _run(tmp_path, f'--workdir={workdir}')
+  assert proc.returncode == 1
+  log = workdir / 'errors.log'
+  assert proc.stderr.strip() == (
+      "error: unexpected KeyError: 'a key a bug forgot' (a bug, not your input; the traceback "
+      f'is in {log})')
+  text = log.read_text()
+  assert 'Traceback (most recent call last)' in text and "KeyError: 'a key a bug forgot'" in text
+
+
+def test_without_a_workdir_the_traceback_goes_to_the_temp_dir(tmp_path):
+  proc = _run(tmp_path, f'--workdir={tmp_path / "not_created"}')
+  assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+  path = proc.stderr.strip().split('the traceback is in ')[1].rstrip(')')
+  try:
+    assert os.path.dirname(path) != str(tmp_path / 'not_created')
+    with open(path, encoding='utf-8') as f:
+      assert 'KeyError' in f.read()
+  finally:
+    os.remove(path)
+  assert not os.path.exists(tmp_path / 'not_created')

@@ -214,7 +214,10 @@ def _train(config, workdir, mesh, train_split, eval_split) -> dict[str, Any]:
           steps_per_sec = (step - last_log_step) / max(now - last_log_time, 1e-9)
           last_log_time, last_log_step = now, step
           mean = {k: float(np.mean([m[k] for _, m in rows])) for k in rows[-1][1]}
-          writer.write(step, {**mean, 'steps_per_sec': steps_per_sec}, prefix='train/')
+          # Evaluation time is left out (the clock restarts after each evaluation).
+          writer.write(step, {**mean, 'steps_per_sec': steps_per_sec,
+                              'videos_per_sec': steps_per_sec * config.batch_size},
+                       prefix='train/')
           progress.set_postfix(loss=f'{mean["loss"]:.4f}')
         if eval_now:
           progress.set_description_str('evaluating', refresh=True)

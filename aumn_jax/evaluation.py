@@ -860,31 +860,6 @@ def compute(ground_truth: GroundTruth, proposals: Proposals,
       ambiguous=ambiguous_name)
 
 
-def evaluate(ground_truth: GroundTruth | str | os.PathLike[str] | Mapping[str, Any],
-             proposals: Proposals | str | os.PathLike[str] | Mapping[str, Any],
-             tiou_thresholds: Iterable[float] = THUMOS14.tiou_thresholds, *,
-             subset: str = 'test',
-             ambiguous: str | os.PathLike[str] | Mapping[str, Any] | None = None,
-             drop_unknown_labels: bool = False) -> dict[str, Any]:
-  """Localization mAP of proposals against ground truth, as the results-JSON dict.
-
-  Keys: tiou_thresholds, map (per threshold), average_map (mean of map), ap_per_class
-  ({class: [AP per threshold]}), num_ground_truth, num_predictions; APs are fractions, not %.
-
-  Args:
-    ground_truth: GroundTruth, a gt.json path, or its parsed dict (then `subset` selects).
-    proposals: Proposals, a result-file path, or its parsed dict {"results": ...}.
-    tiou_thresholds, ambiguous, drop_unknown_labels: see `compute`.
-    subset: subset to read when `ground_truth` is not already a GroundTruth.
-  """
-  if not isinstance(ground_truth, GroundTruth):
-    ground_truth = load_ground_truth(ground_truth, subset=subset)
-  if not isinstance(proposals, Proposals):
-    proposals = load_proposals(proposals)
-  return compute(ground_truth, proposals, tiou_thresholds, ambiguous=ambiguous,
-                 drop_unknown_labels=drop_unknown_labels).to_dict()
-
-
 # ---------------------------------------------------------------------------------------------
 # The table.
 

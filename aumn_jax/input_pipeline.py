@@ -265,19 +265,6 @@ def _checked_features(record: dict[str, Any], video: int,
 # ---------------------------------------------------------------- evaluation
 
 
-def bucket_length(length: int, buckets: Sequence[int]) -> int:
-  """Padded length of a full video at eval: the smallest bucket that fits it.
-
-  Videos longer than the largest bucket get the next multiple of the largest,
-  so a few very long videos add a few shapes instead of failing.
-  """
-  buckets = check_buckets(buckets)
-  i = int(np.searchsorted(buckets, length))  # first bucket >= length
-  if i < len(buckets):
-    return int(buckets[i])
-  return int(-(-length // buckets[-1]) * buckets[-1])
-
-
 def check_buckets(buckets: Sequence[int]) -> np.ndarray:
   buckets = np.unique(np.asarray(buckets))
   if buckets.size == 0 or buckets.dtype.kind not in 'iu' or buckets[0] <= 0:
@@ -299,7 +286,8 @@ def eval_plan(lengths: np.ndarray, *, batch_size: int,
   lengths = np.asarray(lengths)
   order = np.argsort(lengths, kind='stable')
   sorted_lengths = lengths[order]
-  # bucket_length, vectorised: thousands of ActivityNet videos per eval.
+  # The smallest bucket that fits each video, else the next multiple of the largest (a few
+  # very long videos add a few shapes instead of failing); vectorised: thousands of videos.
   i = np.searchsorted(buckets, sorted_lengths)
   padded = np.where(i < len(buckets), buckets[np.minimum(i, len(buckets) - 1)],
                     -(-sorted_lengths // buckets[-1]) * buckets[-1])

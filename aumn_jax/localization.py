@@ -3,9 +3,9 @@
 Host-side NumPy; never imports jax. `localize_video` turns one video's CAS (softmax over C+1,
 background last, valid snippets only) and video scores into ActivityNet-style proposals
 `{"label", "score", "segment": [start_s, end_s]}`; `localize` does it for a split and returns
-the `{video_id: [...]}` results dict; `export_proposals` writes it through
-`aumn_jax.evaluation.write_proposals`, the one definition of the proposals JSON format (this
-module deliberately does not know that format, nor how proposals are scored). Every number
+the `{video_id: [...]}` results dict, which `aumn_jax.evaluation.write_proposals` writes: the
+one definition of the proposals JSON format (this module deliberately does not know that
+format, nor how proposals are scored). Every number
 comes from `config.localization`.
 
 What is thresholded is `snippet_scores(cas_probs, fg, config.localization.score)`: SPEC's
@@ -339,20 +339,4 @@ def localize(videos: Iterable[tuple[str, np.ndarray, np.ndarray, float, int, flo
           cfg=cfg, class_names=class_names)
     except ValueError as e:
       raise ValueError(f'video {video_id!r}: {e}') from None
-  return results
-
-
-def export_proposals(path: str, videos: Iterable[tuple[str, np.ndarray, np.ndarray, float,
-                                                       int, float]],
-                     cfg: Any, class_names: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-  """`localize(videos, cfg, class_names)`, written to `path` by evaluation.write_proposals.
-
-  Returns:
-    The results dict, for scoring without re-reading the file.
-
-  Raises:
-    ValueError: bad config or inputs (nothing written); evaluation.InputError: unwritable path.
-  """
-  results = localize(videos, cfg, class_names)
-  evaluation.write_proposals(path, results)
   return results

@@ -343,7 +343,7 @@ def test_perfect_proposals_on_um_ground_truth_score_one(tmp_path):
         {'label': gt.class_names[l], 'score': 1.0, 'segment': [s, e]})
   path = tmp_path / 'p.json'
   assert evaluation.write_proposals(path, results) == 3311
-  r = evaluation.evaluate(UM_GT, str(path), subset='test')
+  r = _score(UM_GT, str(path))
   assert r['map'] == [1.0] * 7 and r['average_map'] == 1.0 and r['num_predictions'] == 3311
 
 
@@ -381,18 +381,24 @@ def test_write_json_unwritable_leaves_nothing(tmp_path):
   assert sorted(os.listdir(tmp_path)) == ['d'] and not os.listdir(tmp_path / 'd')
 
 
-def test_evaluate_accepts_paths_dicts_and_parsed_objects(tmp_path):
+def _score(ground_truth, proposals, tiou=evaluation.THUMOS14.tiou_thresholds):
+  """What evaluate.py's file mode computes, as the results-JSON dict."""
+  return evaluation.compute(evaluation.load_ground_truth(ground_truth, subset='test'),
+                            evaluation.load_proposals(proposals), tiou).to_dict()
+
+
+def test_the_loaders_accept_paths_and_parsed_dicts(tmp_path):
   gt = [('v1', 'x', 0.0, 10.0), ('v1', 'y', 20.0, 30.0)]
   preds = [('v1', 'x', 0.9, 1.0, 10.0), ('v1', 'y', 0.8, 25.0, 30.0)]
   gt_dict, results = to_files(gt, preds)
   for entry in gt_dict['database'].values():
     entry['duration'] = 40.0    # the shape data.ground_truth() produces
-  by_dicts = evaluation.evaluate(gt_dict, {'results': results}, [0.5, 0.6])
+  by_dicts = _score(gt_dict, {'results': results}, [0.5, 0.6])
   (tmp_path / 'gt.json').write_text(json.dumps(gt_dict))
   evaluation.write_proposals(tmp_path / 'p.json', results)
-  by_paths = evaluation.evaluate(str(tmp_path / 'gt.json'), tmp_path / 'p.json', [0.5, 0.6])
-  by_objects = evaluation.evaluate(evaluation.load_ground_truth(gt_dict),
-                                   evaluation.validate_results(results), [0.5, 0.6])
+  by_paths = _score(str(tmp_path / 'gt.json'), tmp_path / 'p.json', [0.5, 0.6])
+  by_objects = evaluation.compute(evaluation.load_ground_truth(gt_dict),
+                                  evaluation.validate_results(results), [0.5, 0.6]).to_dict()
   assert by_dicts == by_paths == by_objects
   assert by_dicts['ap_per_class'] == {'x': [1.0, 1.0], 'y': [1.0, 0.0]}
   assert by_dicts['map'] == [1.0, 0.5] and by_dicts['average_map'] == 0.75

@@ -333,16 +333,23 @@ def test_prefetcher_thread_ends_with_its_iterable():
 # --------------------------------------------------------------- evaluation
 
 
+def _bucket_length(length, buckets):
+  """Reference: the smallest bucket >= length, else the next multiple of the largest."""
+  fits = [b for b in sorted(buckets) if b >= length]
+  return fits[0] if fits else -(-length // max(buckets)) * max(buckets)
+
+
 @pytest.mark.parametrize('length, expected', [
     (1, 8), (8, 8), (9, 16), (16, 16), (17, 32), (32, 32), (33, 64), (65, 96)])
-def test_bucket_length(length, expected):
-  assert ip.bucket_length(length, (16, 8, 32)) == expected
+def test_bucket_length_reference(length, expected):
+  assert _bucket_length(length, (16, 8, 32)) == expected
+  assert ip.eval_plan([length], batch_size=1, buckets=(16, 8, 32))[0][0] == expected
 
 
 def test_bad_buckets():
   for buckets in ((), (0, 8), (8.5,)):
     with pytest.raises(ValueError, match='eval buckets'):
-      ip.bucket_length(5, buckets)
+      ip.check_buckets(buckets)
 
 
 EVAL_LENGTHS = [5, 12, 30, 8, 1, 64, 16, 17, 40, 9, 3, 100, 7, 31]
@@ -366,7 +373,7 @@ def test_eval_batches_cover_every_video_once_with_one_shape_per_bucket():
         assert not b['features'][row].any() and not b['mask'][row].any()
         continue
       length = EVAL_LENGTHS[v]
-      assert tb == ip.bucket_length(length, EVAL['buckets'])
+      assert tb == _bucket_length(length, EVAL['buckets'])
       np.testing.assert_array_equal(b['mask'][row], np.arange(tb) < length)
       np.testing.assert_array_equal(b['features'][row, :length],
                                     split[v]['features'])  # whole video
@@ -460,7 +467,7 @@ def test_eval_batches_from_a_built_dataset(built_tiny):
       if v >= 0:
         seen.append(int(v))
         n = int(split.lengths[v])
-        assert tb == ip.bucket_length(n, (64, 128, 256))
+        assert tb == _bucket_length(n, (64, 128, 256))
         np.testing.assert_array_equal(batch['features'][row, :n],
                                       split[int(v)]['features'])
         assert batch['mask'][row].sum() == n

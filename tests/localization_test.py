@@ -345,7 +345,8 @@ def test_export_round_trip_and_perfect_map(tmp_path):
   videos = [('a', cas_a, np.array([0.9, 0.01, 0.09]), 25.0, 16, 3.84),
             ('b', cas_b, np.array([0.01, 0.9, 0.09]), 30.0, 16, 2.6)]
   path = tmp_path / 'proposals.json'
-  results = localization.export_proposals(str(path), videos, _cfg(scale=24), _names(2))
+  results = localization.localize(videos, _cfg(scale=24), _names(2))
+  evaluation.write_proposals(str(path), results)
   loaded = evaluation.load_proposals(str(path))
   assert loaded.video_ids == ('a', 'b')
   assert len(loaded) == sum(len(r) for r in results.values()) == 2
@@ -355,17 +356,9 @@ def test_export_round_trip_and_perfect_map(tmp_path):
             'annotations': [{'segment': [0.64, 1.92], 'label': 'class0'}]},
       'b': {'subset': 'test', 'duration': 2.6,
             'annotations': [{'segment': [64 / 30, 2.6], 'label': 'class1'}]}}}
-  got = evaluation.evaluate(gt, str(path), (0.5, 0.9, 0.99))
-  np.testing.assert_allclose(got['map'], [1.0, 1.0, 1.0])
-
-
-def test_export_writes_nothing_on_bad_input(tmp_path):
-  path = tmp_path / 'proposals.json'
-  with pytest.raises(ValueError, match='localization.thresholds'):
-    localization.export_proposals(str(path), [('a', _cas([0.9]), np.array([0.9, 0.1]),
-                                                25.0, 16, 1.0)], _cfg(thresholds=(0.0,)),
-                                  _names(1))
-  assert not path.exists()
+  got = evaluation.compute(evaluation.load_ground_truth(gt), evaluation.load_proposals(path),
+                           (0.5, 0.9, 0.99))
+  np.testing.assert_allclose(got.map, [1.0, 1.0, 1.0])
 
 
 # ---------------------------------------------------------------- loop reference

@@ -10,6 +10,7 @@ Multi-host: every process builds the same mesh over all devices; each feeds only
 rows of the global batch (`to_global`). Nothing here reads the config; the only file touched
 is the compilation cache's directory (`enable_compilation_cache`).
 """
+import os
 from typing import Any, Sequence
 
 import jax
@@ -26,7 +27,6 @@ def maybe_initialize_distributed() -> None:
   (e.g. two processes on 127.0.0.1 in tests) sets AUMN_COORDINATOR, AUMN_NUM_PROCESSES and
   AUMN_PROCESS_ID. A single plain process does nothing.
   """
-  import os  # pylint: disable=g-import-not-at-top
   if 'AUMN_COORDINATOR' in os.environ:
     jax.distributed.initialize(
         coordinator_address=os.environ['AUMN_COORDINATOR'],
@@ -61,7 +61,6 @@ def enable_compilation_cache(cache_dir: str, log=print) -> None:
   line, and the run goes on without the cache."""
   if not cache_dir or jax.config.jax_compilation_cache_dir:
     return
-  import os  # pylint: disable=g-import-not-at-top
   path = os.path.expanduser(cache_dir)
   try:
     os.makedirs(path, exist_ok=True)

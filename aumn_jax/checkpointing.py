@@ -86,7 +86,41 @@ def _set_aside(root: str, step: str, why: str, log: Callable[[str], None]) -> No
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any,
          metrics: Optional[dict[str, float]] = None) -> None:
-  manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
+  """Starts an asynchronous save of `step`; a failure of the previous one raises first."""
+  check_saves(manager)
+  try:
+    manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
+  except Exception as e:  # pylint: disable=broad-except  (orbax/tensorstore raise many types)
+    raise _save_failed(manager, e) from e
+
+
+def check_saves(manager: ocp.CheckpointManager) -> None:
+  """Raises TrainingError if a background save has failed (does not wait for running ones).
+
+  A full disk or a vanished directory surfaces here, on the step after the failure, not at the
+  end of the run: the loop checks every log step and before each save."""
+  try:
+    manager.check_for_errors()
+  except Exception as e:  # pylint: disable=broad-except
+    raise _save_failed(manager, e) from e
+
+
+def wait_for_saves(manager: ocp.CheckpointManager) -> None:
+  """Blocks until the running saves are on disk; a failed one raises TrainingError."""
+  try:
+    manager.wait_until_finished()
+    manager.check_for_errors()
+  except Exception as e:  # pylint: disable=broad-except
+    raise _save_failed(manager, e) from e
+
+
+def _save_failed(manager: ocp.CheckpointManager, e: Exception) -> errors.TrainingError:
+  steps = sorted(manager.all_steps())
+  kept = f'the saved steps {steps} are kept' if steps else 'no checkpoint was saved yet'
+  return errors.TrainingError(
+      f'{manager.directory}: saving a checkpoint failed ({type(e).__name__}: '
+      f'{" ".join(str(e).split())[:160]}); stopped: {kept}; fix the cause (e.g. free disk '
+      'space) and rerun to resume')
 
 
 def restore(manager: ocp.CheckpointManager, step: int, target: Any) -> Any:

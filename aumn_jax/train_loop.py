@@ -219,6 +219,7 @@ def _train(config, workdir, mesh, train_split, eval_split) -> dict[str, Any]:
                               'videos_per_sec': steps_per_sec * config.batch_size},
                        prefix='train/')
           progress.set_postfix(loss=f'{mean["loss"]:.4f}')
+          checkpointing.check_saves(manager)  # a failed background save stops the run here
         if eval_now:
           progress.set_description_str('evaluating', refresh=True)
           last_eval = evaluate_now(step)
@@ -230,7 +231,7 @@ def _train(config, workdir, mesh, train_split, eval_split) -> dict[str, Any]:
           checkpointing.save(manager, step, state, metrics=(
               {checkpointing.BEST_METRIC: last_eval[3].average_map} if eval_now else None))
         if stop and not last:
-          manager.wait_until_finished()
+          checkpointing.wait_for_saves(manager)
           name = preemption.requested or 'SIGTERM'  # (another process's signal)
           progress.write(f'{name}: saved a checkpoint at step {step}; rerun to resume')
           return {'step': step, 'preempted': True, 'signal': name}
@@ -238,7 +239,7 @@ def _train(config, workdir, mesh, train_split, eval_split) -> dict[str, Any]:
       # No second line for this step when the finished run's evaluation is logged already.
       last_eval = evaluate_now(step, log=not writer.has(step, 'average_map'))
     _, outputs, results, scored = last_eval
-    manager.wait_until_finished()  # the best step's metrics are readable once its save is done
+    checkpointing.wait_for_saves(manager)  # the best step's metrics are readable once saved
     best = manager.best_step()
     best_map = manager.metrics(best)[checkpointing.BEST_METRIC] if best is not None else None
     if jax.process_index() == 0:
@@ -257,5 +258,8 @@ def _train(config, workdir, mesh, train_split, eval_split) -> dict[str, Any]:
     profiler.stop()
     progress.close()
     iterator.close()
-    manager.wait_until_finished()
     writer.close()
+    try:  # only reached with a save running when an error is already on its way out
+      manager.wait_until_finished()
+    except Exception:  # pylint: disable=broad-except  (reporting it would hide that error)
+      pass

@@ -3,6 +3,7 @@
 Every run here goes through train_loop.train_and_evaluate (the code `train.py` runs), so the
 equivalences below hold for the real command, not for a test-only loop.
 """
+import errno
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import time
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 import conftest
@@ -185,6 +187,50 @@ def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(
     train_loop.train_and_evaluate(config, workdir)
   manager = checkpointing.create_manager(workdir, read_only=True)
   assert manager.all_steps() == [2]
+
+
+class _NoSpaceLeft:
+  """A commit future of orbax's background save that fails like a full disk."""
+
+  def result(self, timeout=None):  # pylint: disable=unused-argument
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+  def cancel(self):
+    return False
+
+
+def test_a_failed_save_stops_the_run_and_the_rerun_resumes_from_the_last_good_one(
+    uninterrupted, tmp_path, monkeypatch):
+  config, workdir_full, _ = uninterrupted
+  from aumn_jax import data  # pylint: disable=g-import-not-at-top
+  num_classes = data.load_split(config.data.data_dir, 'synthetic', 'train').num_classes
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.checkpoint_every_steps = config.log_every_steps = 1
+  workdir = str(tmp_path / 'w')
+  handler = ocp.StandardCheckpointHandler
+  original = handler.async_save
+
+  async def async_save(self, directory, *args, **kwargs):  # step 2's save fails in background
+    futures = await original(self, directory, *args, **kwargs)
+    failing = os.path.basename(os.path.dirname(str(directory))).split('.')[0] == '2'
+    return list(futures or []) + ([_NoSpaceLeft()] if failing else [])
+
+  monkeypatch.setattr(handler, 'async_save', async_save)
+  with pytest.raises(errors.TrainingError) as failure:
+    train_loop.train_and_evaluate(config, workdir)
+  message = str(failure.value)
+  assert 'saving a checkpoint failed (OSError' in message and 'No space left' in message
+  assert 'the saved steps [1] are kept' in message and '\n' not in message, message
+  steps = [r['step'] for r in _read_jsonl(os.path.join(workdir, 'metrics.jsonl'))]
+  assert max(steps) <= 3 and not os.path.exists(os.path.join(workdir, 'results.json'))
+
+  monkeypatch.setattr(handler, 'async_save', original)  # space freed: the rerun resumes
+  train_loop.train_and_evaluate(config, workdir)
+  full, _ = _final_variables(workdir_full, config, num_classes)
+  resumed, step = _final_variables(workdir, config, num_classes)
+  assert step == 4
+  _assert_trees_close(full, resumed, atol=0)
 
 
 @pytest.mark.parametrize('overrides', [

@@ -3,6 +3,9 @@
 `write_atomic`: a reader, or a crash, sees the old file or the whole new one. Every file a run
 or a converter writes whole (config.json, results.json, proposals, the metrics log when it is
 truncated on resume, converted annotation files) goes through it.
+`space_shortfall`: whether a directory's file system can take a write of known size (the
+converters check before they start, so a full disk fails in a second, not after minutes);
+`write_failure`: the one-line reason when a write fails anyway.
 `exclusive_lock`: an advisory lock held for a block (a run's workdir, a dataset being
 generated), released on any exit, a kill included: the kernel drops it with the process.
 Plain Python: the NumPy-only evaluator path imports this without JAX.
@@ -10,6 +13,7 @@ Plain Python: the NumPy-only evaluator path imports this without JAX.
 import contextlib
 import fcntl
 import os
+import shutil
 from typing import Iterator
 import uuid
 
@@ -37,6 +41,35 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
     with contextlib.suppress(OSError):
       os.remove(tmp)
     raise
+
+
+_SLACK = 16 * 2**20
+
+
+def _free_bytes(directory: str | os.PathLike[str]) -> int:
+  d = os.path.abspath(os.fspath(directory))  # the nearest existing parent's file system
+  while not os.path.isdir(d) and os.path.dirname(d) != d:
+    d = os.path.dirname(d)
+  return shutil.disk_usage(d).free
+
+
+def space_shortfall(directory: str | os.PathLike[str], nbytes: int) -> str | None:
+  """None if the file system of `directory` (or of its nearest existing parent) has `nbytes`
+  free plus 1 % and 16 MiB of slack; else a phrase for an error line ('needs ... MiB, ...')."""
+  free = _free_bytes(directory)
+  if free >= nbytes * 1.01 + _SLACK:
+    return None
+  return (f'needs about {nbytes / 2**20:.0f} MiB and its file system has {free / 2**20:.0f} MiB '
+          'free; free some space or choose another directory')
+
+
+def write_failure(error: BaseException, directory: str | os.PathLike[str]) -> str:
+  """One line on why a write into `directory` failed. Call it before cleaning up: some writers
+  (NumPy, TFDS) drop the errno, so a file system with almost nothing free is said to be full."""
+  why = getattr(error, 'strerror', None) or ' '.join(str(error).split())[:200]
+  if _free_bytes(directory) < _SLACK and 'No space left' not in why:
+    why += f' (its file system is full: {_free_bytes(directory) / 2**20:.1f} MiB free)'
+  return why
 
 
 @contextlib.contextmanager

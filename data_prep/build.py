@@ -26,6 +26,7 @@ import time
 from typing import Callable
 
 from aumn_jax import data as data_lib
+from aumn_jax import errors
 from aumn_jax import files
 from aumn_jax.data import DataError
 from data_prep import layouts
@@ -73,6 +74,10 @@ def build(dataset: str, manual_dir: str, data_dir: str, layout: str = 'auto',
   from data_prep import builders  # pylint: disable=g-import-not-at-top
   tfds.disable_progress_bar()
 
+  shortfall = files.space_shortfall(  # the records hold the float32 features
+      data_dir, sum(map(sum, lengths.values())) * layouts.FEATURE_DIM * 4)
+  if shortfall:
+    raise DataError(data_dir, f'building {dataset} {shortfall}')
   created = [d for d in (data_dir, os.path.dirname(final)) if not os.path.isdir(d)]
   os.makedirs(os.path.dirname(final), exist_ok=True)
   # Inside data_dir so the final rename stays on one filesystem (atomic).
@@ -94,11 +99,16 @@ def build(dataset: str, manual_dir: str, data_dir: str, layout: str = 'auto',
       if previous is not None:
         os.rename(previous, final)
       raise
-  except BaseException:
+  except BaseException as e:
+    # A disk that filled after the check: TFDS's writers raise RuntimeError around the OSError.
+    why = (files.write_failure(e, tmp) if isinstance(e, (OSError, RuntimeError))
+           and not isinstance(e, errors.UserError) else None)
     shutil.rmtree(tmp, ignore_errors=True)
     for d in reversed(created):
       if os.path.isdir(d) and not os.listdir(d):
         os.rmdir(d)
+    if why:
+      raise DataError(data_dir, f'writing {dataset} failed: {why}; nothing was left') from e
     raise
   shutil.rmtree(tmp, ignore_errors=True)
   size = sum(os.path.getsize(os.path.join(final, f)) for f in os.listdir(final))
@@ -118,15 +128,23 @@ def prepare_data_dir(data_cfg) -> str:
   data_dir = os.path.abspath(os.path.expanduser(data_cfg.data_dir))
   if data_cfg.dataset != 'synthetic' or _is_built(data_dir, data_cfg.dataset):
     return data_dir
+  created = not os.path.isdir(data_dir)
   os.makedirs(data_dir, exist_ok=True)
-  with files.exclusive_lock(os.path.join(data_dir, '.build.lock'), wait=True):
-    if not _is_built(data_dir, data_cfg.dataset):
-      raw = os.path.join(data_dir, 'raw')
-      print(f'Generating synthetic preset {data_cfg.synthetic_preset!r} '
-            f'(seed {data_cfg.synthetic_seed}) into {data_dir} (first use only)', flush=True)
-      synthetic.generate(raw, 'um', data_cfg.synthetic_preset, seed=data_cfg.synthetic_seed)
-      build('synthetic', raw, data_dir)
-      shutil.rmtree(raw)  # the raw dump is only the builder's input
+  try:
+    with files.exclusive_lock(os.path.join(data_dir, '.build.lock'), wait=True):
+      if not _is_built(data_dir, data_cfg.dataset):
+        raw = os.path.join(data_dir, 'raw')
+        print(f'Generating synthetic preset {data_cfg.synthetic_preset!r} '
+              f'(seed {data_cfg.synthetic_seed}) into {data_dir} (first use only)', flush=True)
+        try:
+          synthetic.generate(raw, 'um', data_cfg.synthetic_preset, seed=data_cfg.synthetic_seed)
+          build('synthetic', raw, data_dir)
+        finally:
+          shutil.rmtree(raw, ignore_errors=True)  # the raw dump is only the builder's input
+  except BaseException:
+    if created and not _is_built(data_dir, data_cfg.dataset):  # nothing left: not even the dir
+      shutil.rmtree(data_dir, ignore_errors=True)
+    raise
   return data_dir
 
 

@@ -56,6 +56,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from aumn_jax import files
 from aumn_jax.data import DataError
 from data_prep import layouts
 
@@ -683,6 +684,10 @@ def generate(out_dir: str, layout: str, preset: str, seed: int = 0,
       yield video, render(video, protos, class_index, params, seed)
 
   parent = os.path.dirname(out_dir)
+  snippets = sum(v.num_snippets for v in plan.videos if layout == 'wtalc' or v.split is not None)
+  shortfall = files.space_shortfall(parent, snippets * layouts.FEATURE_DIM * 4)  # float32
+  if shortfall:
+    raise DataError(out_dir, f'the {preset!r} dump {shortfall}')
   created = []
   d = parent
   while not os.path.isdir(d):
@@ -698,11 +703,14 @@ def generate(out_dir: str, layout: str, preset: str, seed: int = 0,
     if os.path.isdir(out_dir):
       os.rmdir(out_dir)  # empty, checked above
     os.rename(tmp, out_dir)
-  except BaseException:
+  except BaseException as e:
+    why = files.write_failure(e, tmp) if isinstance(e, OSError) else None
     shutil.rmtree(tmp, ignore_errors=True)
     for d in created:  # innermost first
       if os.path.isdir(d) and not os.listdir(d):
         os.rmdir(d)
+    if why:  # a disk that filled after the check, permissions
+      raise DataError(out_dir, f'writing failed: {why}; nothing was left') from e
     raise
   if log:
     counts = {s: sum(v.split == s for v in plan.videos) for s in layouts.SPLITS}

@@ -170,6 +170,53 @@ def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
   assert not os.path.exists(data_dir)
 
 
+@pytest.fixture
+def full_disk(tmp_path):
+  """A 1 MiB tmpfs (a real full disk: ENOSPC from the kernel); skipped where mounting is not
+  allowed (it needs root or CAP_SYS_ADMIN)."""
+  mount = tmp_path / 'disk'
+  mount.mkdir()
+  made = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', str(mount)],
+                        capture_output=True, text=True, check=False)
+  if made.returncode:
+    pytest.skip(f'cannot mount a tmpfs here ({made.stderr.strip()}): full-disk cases untested')
+  try:
+    yield mount
+  finally:
+    subprocess.run(['umount', str(mount)], check=True)
+
+
+@pytest.mark.parametrize('checked', [True, False], ids=['refused_up_front', 'fills_while_writing'])
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch, full_disk,
+                                                     checked):
+  raw = mini_dump(tmp_path, 'um')
+  data_dir = str(full_disk / 'data')
+  (full_disk / 'ballast').write_bytes(b'0' * 900_000)  # the mini dataset needs ~0.5 MB
+  if not checked:  # another writer fills the disk after the space check
+    monkeypatch.setattr(build.files, 'space_shortfall', lambda *a: None)
+  code, _, err = run_main(['--dataset', 'synthetic', '--manual_dir', raw, '--data_dir', data_dir],
+                          capsys)
+  needle = 'needs about' if checked else 'No space left on device'
+  assert_clean_failure(code, err, data_dir, data_dir, needle)
+  assert sorted(os.listdir(full_disk)) == ['ballast']
+
+
+@pytest.mark.parametrize('checked', [True, False], ids=['refused_up_front', 'fills_while_writing'])
+def test_first_use_generation_on_a_full_disk_is_one_line_and_leaves_nothing(
+    monkeypatch, full_disk, checked):
+  from configs import synthetic as synthetic_config
+  data_cfg = synthetic_config.get_config().data
+  data_cfg.data_dir = str(full_disk / 'data')
+  data_cfg.synthetic_preset = 'tiny'  # ~36 MiB of features
+  if not checked:
+    monkeypatch.setattr(synthetic.files, 'space_shortfall', lambda *a: None)
+  with pytest.raises(data.DataError) as failure:
+    build.prepare_data_dir(data_cfg)
+  message = str(failure.value)
+  assert '\n' not in message and ('needs about' if checked else 'file system is full') in message
+  assert os.listdir(full_disk) == []
+
+
 def test_tfds_build_command_gives_the_same_dataset(tmp_path):
   # TFDS's `tfds build` CLI entry point imports TensorFlow at start-up (its convert_format
   # command), so drive its build command directly: the builder reads manual_dir itself.

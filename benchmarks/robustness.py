@@ -124,12 +124,18 @@ def apply_override(config: ml_collections.ConfigDict, key: str, value: Any) -> N
   node = config
   *parents, leaf = key.split('.')
   for name in parents:
+    if name not in node:
+      raise app.UsageError(f'--set {key}: config has no field {key!r}')
     node = node[name]
   if leaf not in node:
-    raise KeyError(f'config has no field {key!r}')
+    raise app.UsageError(f'--set {key}: config has no field {key!r}')
   if isinstance(node[leaf], tuple) and isinstance(value, list):
     value = tuple(value)
-  node[leaf] = value
+  try:
+    node[leaf] = value
+  except TypeError as e:  # e.g. a bool field given 'True' (JSON spells it true)
+    raise app.UsageError(f'--set {key}={value!r}: {type(node[leaf]).__name__} expected, got '
+                         f'{type(value).__name__} (values are JSON: true, 0.5, "text")') from e
 
 
 def video_top1(outputs: dict[str, dict[str, np.ndarray]], split: data.VideoSplit) -> float:

@@ -57,8 +57,13 @@ def test_overrides_parse_json_values_and_refuse_unknown_keys():
   config = robustness.make_config('small', 'mil', 0, 5, 0, '/d')
   robustness.apply_override(config, 'data.eval_buckets', [64, 128])
   assert config.data.eval_buckets == (64, 128)
-  with pytest.raises(KeyError, match="config has no field 'loss.lambda_nope'"):
+  with pytest.raises(app.UsageError, match="config has no field 'loss.lambda_nope'"):
     robustness.apply_override(config, 'loss.lambda_nope', 1.0)
+  with pytest.raises(app.UsageError, match="config has no field 'nope.lambda_sp'"):
+    robustness.apply_override(config, 'nope.lambda_sp', 1.0)
+  with pytest.raises(app.UsageError, match=r"model.shared_classifier='True': bool expected, got "
+                     r"str \(values are JSON: true"):
+    robustness.apply_override(config, 'model.shared_classifier', 'True')
 
 
 def test_unit_specificity_spans_specific_to_shared():

@@ -14,7 +14,7 @@ r"""Scores localization: a trained run's checkpoint, or an exported proposals fi
 Prints the mAP table; --output writes {tiou_thresholds, map, average_map, ap_per_class,
 num_ground_truth, num_predictions} (fractions) atomically, only on success. Bad input: one line
 "error: FILE: where: what" on stderr and exit status 1, no traceback, nothing written.
-The file path imports no JAX (aumn_jax.evaluation is NumPy only).
+The file path imports no JAX (aumn_jax.formats and aumn_jax.evaluation are NumPy only).
 """
 
 from absl import app
@@ -24,6 +24,7 @@ from ml_collections import config_flags
 
 from aumn_jax import cli
 from aumn_jax import evaluation
+from aumn_jax import formats
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('ground_truth', None, 'ActivityNet-style gt.json.')
@@ -67,12 +68,12 @@ def evaluate_files() -> None:
   """--ground_truth/--proposals: score an exported proposals file (NumPy only)."""
   protocol = evaluation.PROTOCOLS[FLAGS.protocol]
   thresholds = _thresholds(protocol)
-  gt = evaluation.load_ground_truth(FLAGS.ground_truth, subset=FLAGS.subset)
-  proposals = evaluation.load_proposals(FLAGS.proposals)
+  gt = formats.load_ground_truth(FLAGS.ground_truth, subset=FLAGS.subset)
+  proposals = formats.load_proposals(FLAGS.proposals)
   result = evaluation.compute(gt, proposals, thresholds, ambiguous=FLAGS.ambiguous,
                               drop_unknown_labels=FLAGS.drop_unknown_labels)
   if FLAGS.output:
-    evaluation.write_json(FLAGS.output, result.to_dict())
+    formats.write_json(FLAGS.output, result.to_dict())
   print(evaluation.format_table(result, protocol=protocol, ground_truth_name=FLAGS.ground_truth,
                                 proposals_name=FLAGS.proposals, per_class=FLAGS.per_class))
   if FLAGS.output:

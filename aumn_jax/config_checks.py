@@ -70,7 +70,7 @@ def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
     localization.check_config(config.localization)
     input_pipeline.check_buckets(config.data.eval_buckets)
     evaluation.check_thresholds(config.evaluation.tiou_thresholds)
-  except ValueError as e:  # evaluation.InputError is a ValueError
+  except ValueError as e:  # formats.InputError is a ValueError
     raise errors.TrainingError(f'config: {e}') from None
 
 

@@ -3,9 +3,9 @@
 `predict` runs the jitted eval step over a split (bucketed shapes, every process its share);
 `localize_and_evaluate` turns per-snippet scores into proposals (localization.py) and scores
 them (evaluation.py); `write_results` writes proposals_<split>.json, the ground truth they
-were scored against and results.json, and prints the table. `evaluate_checkpoint` is evaluate.py's path: restore a checkpoint of a
-workdir and do the same, so its numbers equal the in-training evaluation of that checkpoint.
-train_loop.py keeps only the cadence.
+were scored against and results.json (formats.py), and prints the table. `evaluate_checkpoint`
+is evaluate.py's path: restore a checkpoint of a workdir and do the same, so its numbers equal
+the in-training evaluation of that checkpoint. train_loop.py keeps only the cadence.
 """
 import os
 from typing import Any, Optional
@@ -19,6 +19,7 @@ from aumn_jax import config_checks
 from aumn_jax import data
 from aumn_jax import errors
 from aumn_jax import evaluation
+from aumn_jax import formats
 from aumn_jax import input_pipeline
 from aumn_jax import localization
 from aumn_jax import parallel
@@ -61,9 +62,9 @@ def localize_and_evaluate(outputs, split, config: ml_collections.ConfigDict):
     videos.append((video_id, scores, out['video_probs'], meta['fps'],
                    meta['snippet_stride'], meta['duration']))
   results = localization.localize(videos, config.localization, split.class_names)
-  ground_truth = evaluation.load_ground_truth(
+  ground_truth = formats.load_ground_truth(
       data.ground_truth(split, config.data.eval_split), subset=config.data.eval_split)
-  scored = evaluation.compute(ground_truth, evaluation.validate_results(results),
+  scored = evaluation.compute(ground_truth, formats.validate_results(results),
                               config.evaluation.tiou_thresholds, drop_unknown_labels=True)
   return results, scored
 
@@ -94,10 +95,10 @@ def write_results(config, workdir, step, results, scored, split, *, best=(None, 
         'note': 'checkpoint selected by test mAP: optimistic, not the headline number'}
   if jax.process_index() == 0:
     split_name = config.data.eval_split
-    evaluation.write_proposals(os.path.join(workdir, f'proposals_{split_name}.json'), results)
-    evaluation.write_json(os.path.join(workdir, f'ground_truth_{split_name}.json'),
-                          data.ground_truth(split, split_name))
-    evaluation.write_json(os.path.join(workdir, 'results.json'), summary)
+    formats.write_proposals(os.path.join(workdir, f'proposals_{split_name}.json'), results)
+    formats.write_json(os.path.join(workdir, f'ground_truth_{split_name}.json'),
+                       data.ground_truth(split, split_name))
+    formats.write_json(os.path.join(workdir, 'results.json'), summary)
     print(evaluation.format_table(
         scored, protocol=protocol_for(scored.tiou_thresholds),
         ground_truth_name=f'{config.data.dataset}/{split_name}',

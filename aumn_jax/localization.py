@@ -3,7 +3,7 @@
 Host-side NumPy; never imports jax. `localize_video` turns one video's CAS (softmax over C+1,
 background last, valid snippets only) and video scores into ActivityNet-style proposals
 `{"label", "score", "segment": [start_s, end_s]}`; `localize` does it for a split and returns
-the `{video_id: [...]}` results dict, which `aumn_jax.evaluation.write_proposals` writes: the
+the `{video_id: [...]}` results dict, which `aumn_jax.formats.write_proposals` writes: the
 one definition of the proposals JSON format (this module deliberately does not know that
 format, nor how proposals are scored). Every number
 comes from `config.localization`.
@@ -56,8 +56,6 @@ import math
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-
-from aumn_jax import evaluation
 
 
 def select_classes(video_probs: np.ndarray, num_classes: int,
@@ -327,7 +325,7 @@ def localize(videos: Iterable[tuple[str, np.ndarray, np.ndarray, float, int, flo
     class_names: the C action class names.
 
   Returns:
-    {video_id: localize_video(...)}, the results dict `evaluation.write_proposals` exports.
+    {video_id: localize_video(...)}, the results dict `formats.write_proposals` exports.
   """
   results = {}
   for video_id, cas_probs, video_probs, fps, stride, duration in videos:

@@ -33,8 +33,8 @@ from aumn_jax import config_checks
 from aumn_jax import data
 from aumn_jax import errors
 from aumn_jax import eval_loop
-from aumn_jax import evaluation
 from aumn_jax import files
+from aumn_jax import formats
 from aumn_jax import input_pipeline
 from aumn_jax import metric_writer
 from aumn_jax import parallel
@@ -249,7 +249,7 @@ def _train(config, workdir, mesh, train_split, eval_split) -> dict[str, Any]:
         usage, counts = plotting.class_unit_usage(outputs, eval_split)
         plotting.plot_class_unit_usage(os.path.join(workdir, 'plots', 'class_unit_usage.png'),
                                        usage, counts, eval_split.class_names)
-        evaluation.write_json(os.path.join(workdir, 'plots', 'class_unit_usage.json'), {
+        formats.write_json(os.path.join(workdir, 'plots', 'class_unit_usage.json'), {
             'rows': eval_split.class_names + ['background'], 'snippets': counts.tolist(),
             'usage': usage.tolist()})
     return eval_loop.write_results(config, workdir, step, results, scored, eval_split,

@@ -1,4 +1,4 @@
-r"""Times the NumPy evaluator (aumn_jax/evaluation.py) on THUMOS- and ActivityNet-size cases.
+r"""Times the NumPy evaluator (formats.py + evaluation.py) on THUMOS- and ActivityNet-size cases.
 
   python -m benchmarks.evaluator [--json OUT.json] [--repeats 5] [--cases thumos,activitynet]
       [--skip_references]
@@ -11,7 +11,8 @@ Cases are synthetic but shaped like the datasets (seeded, so every run scores th
 Predictions mix jittered copies of ground truths, random segments of the video's classes and of
 other classes, so some score well, many are false positives, many overlap several ground truths.
 
-"ours" = load_ground_truth + load_proposals (json parse included) + compute, median of --repeats.
+"ours" = formats.load_ground_truth + load_proposals (json parse included) + evaluation.compute,
+median of --repeats.
 References (once, on already-parsed rows; aumn_jax/evaluation_reference.py, the tests' own):
   simple:   the plain-Python protocol definition the tests check against;
   anet:     the official ActivityNet per-prediction loop (compute_average_precision_detection,
@@ -35,6 +36,7 @@ import numpy as np
 from aumn_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from aumn_jax import evaluation  # pylint: disable=g-import-not-at-top,wrong-import-position
 from aumn_jax import evaluation_reference  # pylint: disable=g-import-not-at-top,wrong-import-position
+from aumn_jax import formats  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('json', None, 'Write the measurements here as JSON.')
@@ -123,8 +125,8 @@ def run_case(name, spec, tmp):
   totals, loads, computes, cpus = [], [], [], []
   for _ in range(FLAGS.repeats):
     c0, t0 = time.process_time(), time.perf_counter()
-    gt = evaluation.load_ground_truth(gt_path, 'test')
-    props = evaluation.load_proposals(p_path)
+    gt = formats.load_ground_truth(gt_path, 'test')
+    props = formats.load_proposals(p_path)
     t1 = time.perf_counter()
     result = evaluation.compute(gt, props, thresholds)
     t2 = time.perf_counter()
@@ -187,8 +189,8 @@ def main(argv):
         ' parse + validate both files; match = pairs, greedy matching, AP; speedup = anet / ours.')
   print(f'load average now: {", ".join(f"{x:.2f}" for x in os.getloadavg())}')
   if FLAGS.json:
-    evaluation.write_json(FLAGS.json, {'numpy': np.__version__, 'cpus': os.cpu_count(),
-                                       'repeats': FLAGS.repeats, 'cases': measured})
+    formats.write_json(FLAGS.json, {'numpy': np.__version__, 'cpus': os.cpu_count(),
+                                    'repeats': FLAGS.repeats, 'cases': measured})
     print(f'wrote {FLAGS.json}')
 
 

@@ -1,4 +1,4 @@
-"""Tests of aumn_jax/evaluation.py and the evaluate.py --ground_truth/--proposals path.
+"""Tests of aumn_jax/evaluation.py, aumn_jax/formats.py and evaluate.py --ground_truth/--proposals.
 
 Checked against two references independent of the code under test
 (aumn_jax/evaluation_reference.py): `reference_ap`, the protocol's definition in plain Python
@@ -16,6 +16,7 @@ import pytest
 
 from aumn_jax import evaluation
 from aumn_jax import evaluation_reference
+from aumn_jax import formats
 
 REPO = conftest.REPO
 UM_GT = os.path.join(conftest.SHARED_DATA, 'thumos14_um', 'gt.json')
@@ -45,8 +46,8 @@ def to_files(gt, preds, subset='test', other_subset_gt=()):
 
 def run_ours(gt, preds, thresholds, **kwargs):
   gt_dict, results = to_files(gt, preds)
-  return evaluation.compute(evaluation.load_ground_truth(gt_dict),
-                            evaluation.validate_results(results), thresholds, **kwargs)
+  return evaluation.compute(formats.load_ground_truth(gt_dict),
+                            formats.validate_results(results), thresholds, **kwargs)
 
 
 def file_order(gt, preds):
@@ -249,8 +250,8 @@ def test_video_without_ground_truth_and_class_without_predictions():
   assert r.map[0] == 0.25 and r.num_without_ground_truth == 1
   # A video of another subset counts as a video without ground truth too.
   gt_dict, results = to_files(gt, preds, other_subset_gt=[('v2', 'x', 0.0, 10.0)])
-  r2 = evaluation.compute(evaluation.load_ground_truth(gt_dict, 'test'),
-                          evaluation.validate_results(results), [0.5])
+  r2 = evaluation.compute(formats.load_ground_truth(gt_dict, 'test'),
+                          formats.validate_results(results), [0.5])
   assert r2.num_without_ground_truth == 1 and np.array_equal(r2.ap, r.ap)
 
 
@@ -262,8 +263,8 @@ def test_no_predictions_at_all():
 def test_empty_prediction_list_of_a_video():
   gt_dict, results = to_files([('v', 'x', 0.0, 1.0)], [('v', 'x', 1.0, 0.0, 1.0)])
   results['w'] = []
-  r = evaluation.compute(evaluation.load_ground_truth(gt_dict),
-                         evaluation.validate_results(results), [0.5])
+  r = evaluation.compute(formats.load_ground_truth(gt_dict),
+                         formats.validate_results(results), [0.5])
   assert r.map.tolist() == [1.0]
 
 
@@ -294,7 +295,7 @@ def test_ambiguous_drops_overlapping_predictions_of_the_same_video():
 
 
 def test_ambiguous_file_thumos14():
-  amb = evaluation.load_ambiguous(AMBIGUOUS)
+  amb = formats.load_ambiguous(AMBIGUOUS)
   assert sum(len(v) for v in amb.values()) == 99 and len(amb) == 37
   np.testing.assert_array_equal(amb['video_test_0000278'], [[0.0, 1.4], [95.7, 97.2]])
   gt = [('video_test_0000278', 'x', 0.0, 5.0)]
@@ -308,7 +309,7 @@ def test_ambiguous_file_thumos14():
 def test_unknown_labels_error_or_dropped_and_counted():
   gt = [('v', 'x', 0.0, 10.0)]
   preds = [('v', 'x', 0.9, 0.0, 10.0), ('v', 'zz', 0.95, 0.0, 10.0), ('v', 'zz', 0.1, 0, 1)]
-  with pytest.raises(evaluation.InputError, match=r"results\['v'\]\[1\]\['label'\]: 'zz' is "
+  with pytest.raises(formats.InputError, match=r"results\['v'\]\[1\]\['label'\]: 'zz' is "
                      r"not a class with ground truth in subset 'test' \(2 predictions"):
     run_ours(gt, preds, [0.5])
   r = run_ours(gt, preds, [0.5], drop_unknown_labels=True)
@@ -316,9 +317,9 @@ def test_unknown_labels_error_or_dropped_and_counted():
   # A class that has ground truth only in another subset is unknown too (ActivityNet rule).
   gt_dict, results = to_files(gt, [('v', 'y', 0.9, 0.0, 10.0)],
                               other_subset_gt=[('w', 'y', 0.0, 1.0)])
-  with pytest.raises(evaluation.InputError, match="'y' is not a class"):
-    evaluation.compute(evaluation.load_ground_truth(gt_dict), evaluation.validate_results(
-        results), [0.5])
+  with pytest.raises(formats.InputError, match="'y' is not a class"):
+    evaluation.compute(formats.load_ground_truth(gt_dict), formats.validate_results(results),
+                       [0.5])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,23 +327,23 @@ def test_unknown_labels_error_or_dropped_and_counted():
 
 
 def test_um_ground_truth_loads():
-  gt = evaluation.load_ground_truth(UM_GT, 'test')
+  gt = formats.load_ground_truth(UM_GT, 'test')
   assert len(gt) == 3311 and len(gt.video_ids) == 210 and len(gt.class_names) == 20
   assert gt.segments[0].tolist() == [18.6, 24.8]          # strings "18.6", "24.8" in the file
-  assert len(evaluation.load_ground_truth(UM_GT, 'train')) == 3007
-  acm = evaluation.load_ground_truth(ACM_GT, 'test')
+  assert len(formats.load_ground_truth(UM_GT, 'train')) == 3007
+  acm = formats.load_ground_truth(ACM_GT, 'test')
   assert len(acm.video_ids) == 212
-  assert len(evaluation.load_ground_truth(ACM_GT, 'validation')) == 3007
+  assert len(formats.load_ground_truth(ACM_GT, 'validation')) == 3007
 
 
 def test_perfect_proposals_on_um_ground_truth_score_one(tmp_path):
-  gt = evaluation.load_ground_truth(UM_GT, 'test')
+  gt = formats.load_ground_truth(UM_GT, 'test')
   results = {}
   for v, l, (s, e) in zip(gt.video, gt.label, gt.segments.tolist()):
     results.setdefault(gt.video_ids[v], []).append(
         {'label': gt.class_names[l], 'score': 1.0, 'segment': [s, e]})
   path = tmp_path / 'p.json'
-  assert evaluation.write_proposals(path, results) == 3311
+  assert formats.write_proposals(path, results) == 3311
   r = _score(UM_GT, str(path))
   assert r['map'] == [1.0] * 7 and r['average_map'] == 1.0 and r['num_predictions'] == 3311
 
@@ -352,13 +353,13 @@ def test_writer_round_trip_and_format(tmp_path):
                     {'label': 'y', 'score': 3, 'segment': ('4.5', 6.0), 'extra': 1}],
              'v2': []}
   path = tmp_path / 'p.json'
-  evaluation.write_proposals(path, results)
+  formats.write_proposals(path, results)
   data = json.loads(path.read_text())
   assert set(data) == {'version', 'results', 'external_data'} and data['external_data'] == {}
   assert data['results'] == {'v1': [{'label': 'x', 'score': 0.5, 'segment': [1.0, 2.0]},
                                     {'label': 'y', 'score': 3.0, 'segment': [4.5, 6.0]}],
                              'v2': []}
-  p = evaluation.load_proposals(path)
+  p = formats.load_proposals(path)
   assert p.video_ids == ('v1', 'v2') and p.scores.tolist() == [0.5, 3.0]
   assert p.location(1) == "results['v1'][1]"
 
@@ -366,25 +367,25 @@ def test_writer_round_trip_and_format(tmp_path):
 def test_writer_refuses_invalid_results_and_keeps_old_file(tmp_path):
   path = tmp_path / 'p.json'
   path.write_text('old')
-  with pytest.raises(evaluation.InputError, match=r"results\['v'\]\[0\]\['score'\]"):
-    evaluation.write_proposals(path, {'v': [{'label': 'x', 'score': float('nan'),
-                                             'segment': [0, 1]}]})
+  with pytest.raises(formats.InputError, match=r"results\['v'\]\[0\]\['score'\]"):
+    formats.write_proposals(path, {'v': [{'label': 'x', 'score': float('nan'),
+                                          'segment': [0, 1]}]})
   assert path.read_text() == 'old' and os.listdir(tmp_path) == ['p.json']
 
 
 def test_write_json_unwritable_leaves_nothing(tmp_path):
-  with pytest.raises(evaluation.InputError, match='no_dir/o.json: cannot write: No such file'):
-    evaluation.write_json(tmp_path / 'no_dir' / 'o.json', {'a': 1})
+  with pytest.raises(formats.InputError, match='no_dir/o.json: cannot write: No such file'):
+    formats.write_json(tmp_path / 'no_dir' / 'o.json', {'a': 1})
   (tmp_path / 'd').mkdir()
-  with pytest.raises(evaluation.InputError, match='cannot write'):
-    evaluation.write_json(tmp_path / 'd', {'a': 1})   # a directory is in the way
+  with pytest.raises(formats.InputError, match='cannot write'):
+    formats.write_json(tmp_path / 'd', {'a': 1})   # a directory is in the way
   assert sorted(os.listdir(tmp_path)) == ['d'] and not os.listdir(tmp_path / 'd')
 
 
 def _score(ground_truth, proposals, tiou=evaluation.THUMOS14.tiou_thresholds):
   """What evaluate.py's file mode computes, as the results-JSON dict."""
-  return evaluation.compute(evaluation.load_ground_truth(ground_truth, subset='test'),
-                            evaluation.load_proposals(proposals), tiou).to_dict()
+  return evaluation.compute(formats.load_ground_truth(ground_truth, subset='test'),
+                            formats.load_proposals(proposals), tiou).to_dict()
 
 
 def test_the_loaders_accept_paths_and_parsed_dicts(tmp_path):
@@ -395,10 +396,10 @@ def test_the_loaders_accept_paths_and_parsed_dicts(tmp_path):
     entry['duration'] = 40.0    # the shape data.ground_truth() produces
   by_dicts = _score(gt_dict, {'results': results}, [0.5, 0.6])
   (tmp_path / 'gt.json').write_text(json.dumps(gt_dict))
-  evaluation.write_proposals(tmp_path / 'p.json', results)
+  formats.write_proposals(tmp_path / 'p.json', results)
   by_paths = _score(str(tmp_path / 'gt.json'), tmp_path / 'p.json', [0.5, 0.6])
-  by_objects = evaluation.compute(evaluation.load_ground_truth(gt_dict),
-                                  evaluation.validate_results(results), [0.5, 0.6]).to_dict()
+  by_objects = evaluation.compute(formats.load_ground_truth(gt_dict),
+                                  formats.validate_results(results), [0.5, 0.6]).to_dict()
   assert by_dicts == by_paths == by_objects
   assert by_dicts['ap_per_class'] == {'x': [1.0, 1.0], 'y': [1.0, 0.0]}
   assert by_dicts['map'] == [1.0, 0.5] and by_dicts['average_map'] == 0.75
@@ -426,11 +427,11 @@ def test_fast_and_slow_validation_paths_agree():
             'score': values[rng.integers(len(values))] if rng.random() < 0.3 else 0.5,
             'segment': seg}
     results = {'v': [{'label': 'x', 'score': 0.1, 'segment': [0, 1]}, pred]}
-    slow_ok = evaluation._prediction_problem(pred) is None
+    slow_ok = formats._prediction_problem(pred) is None
     try:
-      evaluation.validate_results(results)
+      formats.validate_results(results)
       fast_ok = True
-    except evaluation.InputError as e:
+    except formats.InputError as e:
       fast_ok = False
       assert str(e).startswith("results: results['v'][1]"), str(e)
     assert fast_ok == slow_ok, pred
@@ -478,20 +479,20 @@ def test_bad_ground_truth(tmp_path, name, content, message):
   del name
   path = tmp_path / 'gt.json'
   path.write_text(content if isinstance(content, str) else json.dumps(content))
-  with pytest.raises(evaluation.InputError) as e:
-    evaluation.load_ground_truth(path)
+  with pytest.raises(formats.InputError) as e:
+    formats.load_ground_truth(path)
   assert str(e.value).startswith(f'{path}: ') and message in str(e.value)
   assert '\n' not in str(e.value)
 
 
 def test_unreadable_files(tmp_path):
-  for loader in (evaluation.load_ground_truth, evaluation.load_proposals,
-                 evaluation.load_ambiguous):
-    with pytest.raises(evaluation.InputError, match='missing.json: cannot read: No such file'):
+  for loader in (formats.load_ground_truth, formats.load_proposals,
+                 formats.load_ambiguous):
+    with pytest.raises(formats.InputError, match='missing.json: cannot read: No such file'):
       loader(tmp_path / 'missing.json')
-  with pytest.raises(evaluation.InputError, match='not valid JSON'):
+  with pytest.raises(formats.InputError, match='not valid JSON'):
     (tmp_path / 'bin.json').write_bytes(b'\xff\xfe{')
-    evaluation.load_proposals(tmp_path / 'bin.json')
+    formats.load_proposals(tmp_path / 'bin.json')
 
 
 def _results(pred):
@@ -544,8 +545,8 @@ def test_bad_proposals(tmp_path, name, content, message):
   del name
   path = tmp_path / 'p.json'
   path.write_text(content if isinstance(content, str) else json.dumps(content))
-  with pytest.raises(evaluation.InputError) as e:
-    evaluation.load_proposals(path)
+  with pytest.raises(formats.InputError) as e:
+    formats.load_proposals(path)
   assert str(e.value).startswith(f'{path}: ') and message in str(e.value), str(e.value)
   assert '\n' not in str(e.value)
 
@@ -558,15 +559,15 @@ def test_bad_proposals(tmp_path, name, content, message):
 def test_bad_ambiguous_file(tmp_path, content, message):
   path = tmp_path / 'amb.txt'
   path.write_text(content)
-  with pytest.raises(evaluation.InputError, match=message.replace('[', r'\[')):
-    evaluation.load_ambiguous(path)
+  with pytest.raises(formats.InputError, match=message.replace('[', r'\[')):
+    formats.load_ambiguous(path)
 
 
 @pytest.mark.parametrize('thresholds,message', [
     ([], 'empty'), ([0.0], "0.0 is not in \\(0, 1\\]"), ([0.5, 1.5], '1.5 is not in'),
     ([float('nan')], 'nan is not in'), (['a'], 'not a list of numbers')])
 def test_bad_thresholds(thresholds, message):
-  with pytest.raises(evaluation.InputError, match=message):
+  with pytest.raises(formats.InputError, match=message):
     run_ours([('v', 'x', 0.0, 1.0)], [], thresholds)
 
 
@@ -600,7 +601,7 @@ def files(tmp_path):
            ('v3', 'x', 0.6, 0.0, 1.0)]
   gt_dict, results = to_files(gt, preds)
   (tmp_path / 'gt.json').write_text(json.dumps(gt_dict))
-  evaluation.write_proposals(tmp_path / 'p.json', results)
+  formats.write_proposals(tmp_path / 'p.json', results)
   (tmp_path / 'amb.txt').write_text('v2  5.2 5.4\n')
   return tmp_path
 

@@ -3,8 +3,8 @@ import os
 
 import pytest
 
-from aumn_jax import evaluation
 from aumn_jax import files
+from aumn_jax import formats
 
 
 def test_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
@@ -28,8 +28,8 @@ def test_a_failed_write_keeps_the_old_file_and_removes_the_temporary(tmp_path, m
   assert path.read_text() == 'old'
   assert os.listdir(tmp_path) == ['results.json']
   # The evaluator's JSON writer says it in one line naming the file.
-  with pytest.raises(evaluation.InputError, match=r'results.json: cannot write: No space left'):
-    evaluation.write_json(path, {'a': 1})
+  with pytest.raises(formats.InputError, match=r'results.json: cannot write: No space left'):
+    formats.write_json(path, {'a': 1})
   assert path.read_text() == 'old'
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from aumn_jax import evaluation
+from aumn_jax import formats
 from aumn_jax import localization
 from configs import thumos
 
@@ -346,8 +347,8 @@ def test_export_round_trip_and_perfect_map(tmp_path):
             ('b', cas_b, np.array([0.01, 0.9, 0.09]), 30.0, 16, 2.6)]
   path = tmp_path / 'proposals.json'
   results = localization.localize(videos, _cfg(scale=24), _names(2))
-  evaluation.write_proposals(str(path), results)
-  loaded = evaluation.load_proposals(str(path))
+  formats.write_proposals(str(path), results)
+  loaded = formats.load_proposals(str(path))
   assert loaded.video_ids == ('a', 'b')
   assert len(loaded) == sum(len(r) for r in results.values()) == 2
   np.testing.assert_allclose(loaded.segments, [[0.64, 1.92], [64 / 30, 2.6]], atol=1e-12)
@@ -356,7 +357,7 @@ def test_export_round_trip_and_perfect_map(tmp_path):
             'annotations': [{'segment': [0.64, 1.92], 'label': 'class0'}]},
       'b': {'subset': 'test', 'duration': 2.6,
             'annotations': [{'segment': [64 / 30, 2.6], 'label': 'class1'}]}}}
-  got = evaluation.compute(evaluation.load_ground_truth(gt), evaluation.load_proposals(path),
+  got = evaluation.compute(formats.load_ground_truth(gt), formats.load_proposals(path),
                            (0.5, 0.9, 0.99))
   np.testing.assert_allclose(got.map, [1.0, 1.0, 1.0])
 

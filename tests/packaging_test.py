@@ -1,8 +1,9 @@
 """The import structure the project promises (read from the source, nothing imported).
 
 aumn_jax never imports data_prep (datasets are generated and built by the entry points),
-evaluate.py never imports the training loop, and nothing edits sys.path: the packages are
-imported as installed (`pip install -e .`).
+evaluate.py never imports the training loop, aumn_jax/formats.py never imports the metric
+(evaluation.py imports it) and neither of the two imports jax, and nothing edits sys.path: the
+packages are imported as installed (`pip install -e .`).
 """
 import ast
 import os
@@ -47,6 +48,15 @@ def test_evaluate_py_imports_no_training_loop():
   offenders = [m for m in _imports(os.path.join(REPO, 'evaluate.py'))
                if m in ('aumn_jax.train_loop', 'aumn_jax.train_step')]
   assert not offenders
+
+
+def test_the_formats_never_import_the_metric_and_neither_imports_jax():
+  formats = _imports(os.path.join(REPO, 'aumn_jax', 'formats.py'))
+  assert not [m for m in formats if m.startswith('aumn_jax.evaluation')]
+  for name in ('formats.py', 'evaluation.py'):
+    offenders = [m for m in _imports(os.path.join(REPO, 'aumn_jax', name))
+                 if m.split('.')[0] in ('jax', 'jaxlib', 'flax', 'optax')]
+    assert not offenders, name
 
 
 def test_nothing_edits_sys_path():

@@ -98,7 +98,8 @@ MAY_CHANGE = ('num_train_steps', 'log_every_steps', 'eval_every_steps', 'checkpo
               'localization.', 'evaluation.')
 # Training settings added after runs existed, with the value that reproduces what the code did
 # before them: a run recorded without the key was trained with that value.
-ADDED_LATER = {'model.unit_init': 'lecun', 'model.shared_classifier': False}
+ADDED_LATER = {'model.unit_init': 'lecun', 'model.shared_classifier': False,
+               'loss.guide_center': False}
 
 
 def _flatten(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:

@@ -75,7 +75,7 @@ GUIDE_CLASSES = ('all', 'video')
 GUIDE_FORMS = ('l1', 'bce')
 
 
-def guide_loss(out, mask_BxT, labels_BxC=None, form='l1'):
+def guide_loss(out, mask_BxT, labels_BxC=None, form='l1', center=False):
   """mean_t |1 - a_t - p_bg(t)| over valid snippets: the foreground attention agrees with the
   base branch's per-snippet background probability (HAM-Net / CO2-Net's guide loss). The base
   branch learns p_bg from the video-level targets (every video has background), so a gets a
@@ -90,8 +90,19 @@ def guide_loss(out, mask_BxT, labels_BxC=None, form='l1'):
   form='bce': binary cross-entropy of a against the target t = 1 - p_bg, held fixed
   (stop-gradient). Its gradient on a's logit is a - t, which does not vanish where a has
   died or saturated; the L1's is sign(.) * a (1 - a), which does.
+
+  center=True (loss.guide_center): each column of the CAS minus its mean over the video's valid
+  snippets before the softmax, so p_bg says where a snippet is more background than the video's
+  average snippet. Early in training the base branch raises the background column on every
+  snippet alike (every video's target holds background, few hold a given class); uncentred,
+  that sends the target 1 - p_bg toward 0 everywhere and a follows (docs/method.md §9).
   """
   logits_BxTxC1 = out['cas']
+  if center:
+    m_BxTx1 = mask_BxT[..., None]
+    mean_Bx1xC1 = (jnp.sum(logits_BxTxC1 * m_BxTx1, axis=1, keepdims=True)
+                   / jnp.maximum(jnp.sum(m_BxTx1, axis=1, keepdims=True), 1.0))
+    logits_BxTxC1 = logits_BxTxC1 - mean_Bx1xC1
   if labels_BxC is not None:
     keep_BxC1 = jnp.concatenate([labels_BxC > 0, jnp.ones_like(labels_BxC[:, :1], bool)], -1)
     logits_BxTxC1 = jnp.where(keep_BxC1[:, None, :], logits_BxTxC1, -jnp.inf)
@@ -181,7 +192,7 @@ def total_loss(out, batch, loss_cfg: Any, step=0) -> Tuple[jnp.ndarray, Dict[str
     out: model outputs (models.py); the memory terms need the 'aumn' head's keys.
     batch: needs 'labels' [B, C] and 'mask' [B, T].
     loss_cfg: config.loss (lambda_div, lambda_hom, lambda_sp, lambda_read, lambda_guide,
-      guide_steps).
+      guide_form, guide_classes, guide_center, guide_steps).
     step: the training step (the guide weight's schedule, guide_weight).
 
   Returns:
@@ -205,7 +216,7 @@ def total_loss(out, batch, loss_cfg: Any, step=0) -> Tuple[jnp.ndarray, Dict[str
     raise ValueError(f'config.loss.guide_form={loss_cfg.guide_form!r}: not one of {GUIDE_FORMS}')
   loss_guide = guide_loss(out, mask,
                           batch['labels'] if loss_cfg.guide_classes == 'video' else None,
-                          loss_cfg.guide_form)
+                          loss_cfg.guide_form, loss_cfg.guide_center)
   loss = (loss_cls + loss_cfg.lambda_div * loss_div + loss_cfg.lambda_hom * loss_hom
           + loss_cfg.lambda_sp * loss_sp + loss_cfg.lambda_read * loss_read
           + guide_weight(loss_cfg, step) * loss_guide)

@@ -373,11 +373,15 @@ def diagnostics(out, mask) -> Dict[str, torch.Tensor]:
   return diag
 
 
-def guide_loss(out, mask, labels=None, form='l1'):
+def guide_loss(out, mask, labels=None, form='l1', center=False):
   """mean_t |1 - a_t - p_bg(t)| over valid snippets (base branch's background probability);
   with labels, p_bg is the softmax over the background and the video's classes only;
-  form='bce': BCE of a against the detached 1 - p_bg."""
+  form='bce': BCE of a against the detached 1 - p_bg; center: each CAS column minus its mean
+  over the video's valid snippets first."""
   logits = out['cas']
+  if center:
+    m = mask.float()[..., None]
+    logits = logits - (logits * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1.0)
   if labels is not None:
     keep = torch.cat([labels > 0, torch.ones_like(labels[:, :1], dtype=torch.bool)], -1)
     logits = logits.masked_fill(~keep[:, None, :], float('-inf'))
@@ -410,7 +414,7 @@ def total_loss(out, labels, mask, loss_cfg: Any, step: int = 0
     loss_hom = homogeneity_loss(out['update_attn'], out['update_cos'], out['fg'], mask)
     loss_read = read_sparsity(out['read_attn'], mask)
   loss_guide = guide_loss(out, mask, labels if loss_cfg.guide_classes == 'video' else None,
-                          loss_cfg.guide_form)
+                          loss_cfg.guide_form, loss_cfg.guide_center)
   loss = (loss_cls + loss_cfg.lambda_div * loss_div + loss_cfg.lambda_hom * loss_hom
           + loss_cfg.lambda_sp * loss_sp + loss_cfg.lambda_read * loss_read
           + guide_weight(loss_cfg, step) * loss_guide)

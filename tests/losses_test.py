@@ -19,20 +19,20 @@ def _cfg(div=1.0, hom=0.1, sp=0.1, read=0.2, guide=0.3, guide_steps=0):
   return ml_collections.ConfigDict(dict(lambda_div=div, lambda_hom=hom, lambda_sp=sp,
                                         lambda_read=read, lambda_guide=guide,
                                         guide_steps=guide_steps, guide_classes='all',
-                                        guide_form='l1'))
+                                        guide_form='l1', guide_center=False))
 
 
-@functools.partial(jax.jit, static_argnames=('guide_classes', 'guide_form'))
-def _total_loss(out, batch, lambdas, guide_classes, guide_form):
+@functools.partial(jax.jit, static_argnames=('guide_classes', 'guide_form', 'guide_center'))
+def _total_loss(out, batch, lambdas, guide_classes, guide_form, guide_center):
   # The weights enter as traced scalars, so one compile per head serves every test.
   return losses.total_loss(out, batch, types.SimpleNamespace(
-      guide_classes=guide_classes, guide_form=guide_form, **lambdas))
+      guide_classes=guide_classes, guide_form=guide_form, guide_center=guide_center, **lambdas))
 
 
 def _loss(out, batch, cfg):
   cfg = dict(cfg)
-  classes, form = cfg.pop('guide_classes'), cfg.pop('guide_form')
-  return _total_loss(out, batch, {k: jnp.float32(v) for k, v in cfg.items()}, classes, form)
+  static = cfg.pop('guide_classes'), cfg.pop('guide_form'), cfg.pop('guide_center')
+  return _total_loss(out, batch, {k: jnp.float32(v) for k, v in cfg.items()}, *static)
 
 
 def _softmax(z):
@@ -202,6 +202,37 @@ def test_bce_guide_matches_loops_and_pulls_a_dead_attention_back():
   g_cas = jax.grad(lambda c: losses.guide_loss(dict(out, cas=c), batch['mask'], None, 'bce'))(
       jnp.asarray(out['cas']))
   assert float(jnp.max(jnp.abs(g_cas))) == 0.0
+
+
+def test_centred_guide_matches_loops_and_ignores_a_column_raised_on_every_snippet():
+  """guide_center: each CAS column minus its mean over the video's valid snippets, then the
+  softmax over the video's classes + background; BCE against the fixed 1 - p_bg."""
+  out, batch = _hand_made('mil')
+  cfg = _cfg()
+  cfg.guide_form, cfg.guide_classes, cfg.guide_center = 'bce', 'video', True
+  _, aux = _loss(out, batch, cfg)
+  m, labels = batch['mask'], batch['labels']
+  total = n = 0.0
+  for b in range(B):
+    valid = [t for t in range(T) if m[b, t]]
+    mean = np.mean([out['cas'][b, t] for t in valid], axis=0)
+    keep = [k for k in range(C) if labels[b, k] > 0] + [C]
+    for t in valid:
+      target = 1.0 - _softmax((out['cas'][b, t] - mean)[keep])[-1]
+      a = out['fg'][b, t]
+      total += -(target * math.log(a) + (1 - target) * math.log(1 - a))
+      n += 1
+  np.testing.assert_allclose(float(aux['loss_guide']), total / n, rtol=1e-5)
+  # A background column raised on every snippet of a video (the early base branch) moves the
+  # uncentred target toward 0 everywhere and leaves the centred one as it was.
+  raised = np.array(out['cas'])
+  raised[0, :, C] += 5.0
+  _, moved = _loss(dict(out, cas=raised), batch, cfg)
+  np.testing.assert_allclose(float(moved['loss_guide']), float(aux['loss_guide']), rtol=1e-6)
+  cfg.guide_center = False
+  _, plain = _loss(out, batch, cfg)
+  _, plain_raised = _loss(dict(out, cas=raised), batch, cfg)
+  assert abs(float(plain_raised['loss_guide']) - float(plain['loss_guide'])) > 1e-2
 
 
 def test_guide_weight_decays_linearly_over_guide_steps():

@@ -265,15 +265,18 @@ def test_gemm_formulation_of_the_conv_matches():
 
 
 @requires_torch
-@pytest.mark.parametrize('variant,guide_steps', [(DEFAULT, 0), (BASELINE, 0), (BASELINE, 3)])
-def test_n_optimizer_steps_end_at_the_same_params_and_bank(variant, guide_steps):
-  """The project's jitted train_step (Adam + L2) vs torch.optim.Adam(weight_decay), N steps;
-  guide_steps < N: the guide weight's decay to 0 is followed step by step (with the other
-  guide form, the L1 over all classes, so both forms are parity-tested)."""
+@pytest.mark.parametrize('variant,guide', [(DEFAULT, 'default'), (BASELINE, 'default'),
+                                           (BASELINE, 'decaying_l1'), (BASELINE, 'centred')])
+def test_n_optimizer_steps_end_at_the_same_params_and_bank(variant, guide):
+  """The project's jitted train_step (Adam + L2) vs torch.optim.Adam(weight_decay), N steps.
+  guide='decaying_l1': the guide weight's decay to 0 within the N steps is followed step by
+  step, with the other guide form (the L1 over all classes), so both forms are parity-tested;
+  'centred': loss.guide_center."""
   config = _config(*variant)
-  config.loss.guide_steps = guide_steps
-  if guide_steps:
+  if guide == 'decaying_l1':
+    config.loss.guide_steps = 3
     config.loss.guide_form, config.loss.guide_classes = 'l1', 'all'
+  config.loss.guide_center = guide == 'centred'
   start = _jax_variables(variant[0], variant[3])
   state, mesh = _initial_state(variant[0], variant[3])
   state = jax.tree.map(jnp.copy, state)   # the step donates its state; keep the cached one

@@ -48,6 +48,8 @@ def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
       (config.loss.guide_form in losses.GUIDE_FORMS,
        f'config.loss.guide_form={config.loss.guide_form!r}: not one of {losses.GUIDE_FORMS}'),
       (config.loss.guide_steps >= 0, 'config.loss.guide_steps must be >= 0'),
+      (config.compute_dtype in models.COMPUTE_DTYPES,
+       f'config.compute_dtype={config.compute_dtype!r}: not one of {models.COMPUTE_DTYPES}'),
       (len(config.profile_steps) == 2 and 0 <= config.profile_steps[0] <= config.profile_steps[1],
        f'config.profile_steps={tuple(config.profile_steps)!r}: expected (start, end) with '
        '0 <= start <= end'),
@@ -99,7 +101,7 @@ MAY_CHANGE = ('num_train_steps', 'log_every_steps', 'eval_every_steps', 'checkpo
 # Training settings added after runs existed, with the value that reproduces what the code did
 # before them: a run recorded without the key was trained with that value.
 ADDED_LATER = {'model.unit_init': 'lecun', 'model.shared_classifier': False,
-               'loss.guide_center': False}
+               'loss.guide_center': False, 'compute_dtype': 'float32'}
 
 
 def _flatten(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:

@@ -28,6 +28,18 @@ FG_INPUTS = ('dropped', 'embedding', 'features')
 FG_NORMS = ('none', 'center', 'layernorm')
 # How the unit classifiers W_l start (config.model.unit_init; docs/method.md §8).
 UNIT_INITS = ('lecun', 'zeros')
+# config.compute_dtype: the dtype of the convolution and the matmuls. Parameters, the optimizer
+# state, the memory bank, normalisations, softmaxes, top-k and losses stay float32: every
+# product comes back as float32.
+COMPUTE_DTYPES = ('float32', 'bfloat16')
+
+
+class _Dense(nn.Dense):
+  """nn.Dense (same parameters and names) computed in `dtype`, its output cast to float32."""
+
+  @nn.compact
+  def __call__(self, inputs):
+    return super().__call__(inputs).astype(jnp.float32)
 
 
 def topk_mean(s_BxTxC, mask_BxT, ratio):
@@ -60,6 +72,7 @@ class Embedding(nn.Module):
   dropout: float
   input_norm: str  # 'none' | 'center' | 'layernorm' (config.model.input_norm)
   impl: str = 'auto'  # 'auto' | 'conv' | 'gemm' (an implementation choice, not a config field)
+  dtype: Any = jnp.float32  # the convolution's compute dtype (config.compute_dtype)
 
   @nn.compact
   def __call__(self, x_BxTxF, mask_BxT, train):
@@ -72,15 +85,17 @@ class Embedding(nn.Module):
       x_BxTxF = nn.LayerNorm(use_bias=False, use_scale=False)(x_BxTxF) * m
     elif self.input_norm != 'none':
       raise ValueError(f'config.model.input_norm={self.input_norm!r}: not one of {INPUT_NORMS}')
-    h = _Conv1D3(self.dim, self.impl, name='conv')(x_BxTxF)
+    h = _Conv1D3(self.dim, self.impl, self.dtype, name='conv')(x_BxTxF)
     h = nn.relu(h) * m
     return nn.Dropout(self.dropout, deterministic=not train)(h), h
 
 
 class _Conv1D3(nn.Module):
-  """'SAME' Conv1D with kernel size 3 over time: nn.Conv's parameters and initialisation."""
+  """'SAME' Conv1D with kernel size 3 over time: nn.Conv's parameters and initialisation.
+  Computed in `dtype`, accumulated and returned in float32."""
   features: int
   impl: str
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x_BxTxF):
@@ -90,13 +105,16 @@ class _Conv1D3(nn.Module):
     impl = self.impl
     if impl == 'auto':
       impl = 'gemm' if jax.default_backend() == 'gpu' else 'conv'
+    x_BxTxF, kernel = x_BxTxF.astype(self.dtype), kernel_3xFxD.astype(self.dtype)
     if impl == 'conv':
-      y = jax.lax.conv_general_dilated(x_BxTxF, kernel_3xFxD, (1,), [(1, 1)],
-                                       dimension_numbers=('NWC', 'WIO', 'NWC'))
+      y = jax.lax.conv_general_dilated(x_BxTxF, kernel, (1,), [(1, 1)],
+                                       dimension_numbers=('NWC', 'WIO', 'NWC'),
+                                       preferred_element_type=jnp.float32)
     elif impl == 'gemm':
       xp = jnp.pad(x_BxTxF, ((0, 0), (1, 1), (0, 0)))
       shifted_BxTx3F = jnp.concatenate([xp[:, :-2], xp[:, 1:-1], xp[:, 2:]], axis=-1)
-      y = shifted_BxTx3F @ kernel_3xFxD.reshape(3 * f, self.features)
+      y = jnp.matmul(shifted_BxTx3F, kernel.reshape(3 * f, self.features),
+                     preferred_element_type=jnp.float32)
     else:
       raise ValueError(f'Embedding impl={impl!r}: not one of auto, conv, gemm')
     return y + bias_D
@@ -119,11 +137,12 @@ class _Skeleton(nn.Module):
   fg_norm: str
   fg_input: str
   input_norm: str
+  dtype: Any               # config.compute_dtype (models.COMPUTE_DTYPES)
   fg_hidden: int = 512  # BaS-Net's filter width (fg_input='features'); not a config field
 
   @nn.compact
   def __call__(self, x_BxTxF, mask_BxT, train):
-    h_BxTxD, h_clean = Embedding(self.dim, self.dropout, self.input_norm,
+    h_BxTxD, h_clean = Embedding(self.dim, self.dropout, self.input_norm, dtype=self.dtype,
                                  name='embedding')(x_BxTxF, mask_BxT, train)
     if self.fg_input == 'dropped':      # H after dropout (SPEC §2 as written)
       fg_in = h_BxTxD
@@ -132,7 +151,7 @@ class _Skeleton(nn.Module):
     elif self.fg_input == 'features':   # BaS-Net's filtering module, on the raw input X
       # (before input_norm; width fg_hidden, a module field only)
       x = jnp.where(mask_BxT[..., None] > 0, x_BxTxF, 0.0)
-      fg_in = nn.leaky_relu(nn.Dense(self.fg_hidden, name='fg_filter')(x), 0.2)
+      fg_in = nn.leaky_relu(_Dense(self.fg_hidden, dtype=self.dtype, name='fg_filter')(x), 0.2)
       fg_in = fg_in * mask_BxT[..., None]
     else:
       raise ValueError(f'config.model.fg_input={self.fg_input!r}: not one of {FG_INPUTS}')
@@ -143,8 +162,8 @@ class _Skeleton(nn.Module):
     elif self.fg_norm != 'none':
       raise ValueError(f'config.model.fg_norm={self.fg_norm!r}: not one of {FG_NORMS}')
     # A k=1 conv is a Dense over the feature axis.
-    fg_logit = nn.Dense(1, bias_init=nn.initializers.constant(self.fg_bias_init),
-                        name='fg_attention')(fg_in)[..., 0]
+    fg_logit = _Dense(1, bias_init=nn.initializers.constant(self.fg_bias_init),
+                      dtype=self.dtype, name='fg_attention')(fg_in)[..., 0]
     fg_BxT = nn.sigmoid(fg_logit) * mask_BxT
     return h_BxTxD, fg_BxT
 
@@ -170,14 +189,15 @@ class MILNet(nn.Module):
   fg_input: str
   input_norm: str
   classifier_bias: bool
+  dtype: Any               # config.compute_dtype (models.COMPUTE_DTYPES)
 
   @nn.compact
   def __call__(self, x_BxTxF, mask_BxT, train=False):
     mask_BxT = mask_BxT.astype(jnp.float32)
     h, fg = _Skeleton(self.dim, self.dropout, self.fg_bias_init, self.fg_norm,
-                      self.fg_input, self.input_norm, name='skeleton')(
+                      self.fg_input, self.input_norm, self.dtype, name='skeleton')(
         x_BxTxF, mask_BxT, train)
-    hw = nn.Dense(self.num_classes + 1, use_bias=False, name='classifier')(h)
+    hw = _Dense(self.num_classes + 1, use_bias=False, dtype=self.dtype, name='classifier')(h)
     bias_C = 0.0
     if self.classifier_bias:
       bias_C = self.param('classifier_bias', nn.initializers.zeros, (self.num_classes + 1,))
@@ -206,13 +226,14 @@ class AUMN(nn.Module):
   classifier_bias: bool
   unit_init: str            # 'lecun': each W_l like its own Dense layer | 'zeros'
   shared_classifier: bool   # S_t = Z_t W_0 + b_0 + sum_l A_tl (Z_t W_l + b_l)
+  dtype: Any               # config.compute_dtype (models.COMPUTE_DTYPES)
 
   @nn.compact
   def __call__(self, x_BxTxF, mask_BxT, train=False):
     mask_BxT = mask_BxT.astype(jnp.float32)
     L, D, C1 = self.num_units, self.dim, self.num_classes + 1
     h, fg = _Skeleton(self.dim, self.dropout, self.fg_bias_init, self.fg_norm,
-                      self.fg_input, self.input_norm, name='skeleton')(
+                      self.fg_input, self.input_norm, self.dtype, name='skeleton')(
         x_BxTxF, mask_BxT, train)
     bank = self.variable('memory', 'bank',
                          lambda: memory.init_bank(self.make_rng('params'), L, D))
@@ -222,7 +243,7 @@ class AUMN(nn.Module):
     # to its video (SPEC §9). The classifiers always see the uncentred H.
     h_att = memory.center(h, mask_BxT) if self.center_features else h
     # No biases: a bias is a direction shared by every snippet, exactly what cosines must not see.
-    proj = lambda name: nn.Dense(D, use_bias=False, name=name)
+    proj = lambda name: _Dense(D, use_bias=False, dtype=self.dtype, name=name)
     wk, wq, qr, kr = proj('update_key'), proj('update_query'), proj('read_query'), proj('read_key')
 
     # Attention 1: units read the video; the stored bank is a constant of this step.
@@ -231,7 +252,7 @@ class AUMN(nn.Module):
     units_BxLxD, mass_BxL = memory.write_units(h_att, update_BxTxL, fg, mask_BxT)
     gate_in = jnp.concatenate(
         [jnp.broadcast_to(bank_LxD, units_BxLxD.shape), units_BxLxD], axis=-1)
-    gate_BxL = nn.sigmoid(nn.Dense(1, name='gate')(gate_in)[..., 0])
+    gate_BxL = nn.sigmoid(_Dense(1, dtype=self.dtype, name='gate')(gate_in)[..., 0])
     adapted_BxLxD = memory.adapt_memory(bank_LxD, units_BxLxD, gate_BxL)
     # L_hom compares claimed snippets with the ADAPTED units, in the update-attention space.
     update_cos = memory.cosine(keys_BxTxD, wq(adapted_BxLxD)) * mask_BxT[..., None]
@@ -250,9 +271,12 @@ class AUMN(nn.Module):
     kernel = self.param('unit_kernel', kernel_init, (L, D, C1))
     bias = (self.param('unit_bias', nn.initializers.zeros, (L, C1)) if self.classifier_bias
             else jnp.zeros((L, C1), jnp.float32))
-    weighted, bias_part = memory.unit_classify(read_BxTxL, h, kernel, bias)
+    # In compute_dtype: the [B, T, L, C+1] unit logits (the largest product); their mix over
+    # units is float32 (the einsum with the float32 A promotes).
+    weighted, bias_part = memory.unit_classify(read_BxTxL, h.astype(self.dtype),
+                                               kernel.astype(self.dtype), bias)
     if self.shared_classifier:  # BaS-Net's classifier beside the units: S = mil + memory
-      weighted = weighted + nn.Dense(C1, use_bias=False, name='classifier')(h)
+      weighted = weighted + _Dense(C1, use_bias=False, dtype=self.dtype, name='classifier')(h)
       if self.classifier_bias:
         bias_part = bias_part + self.param('classifier_bias', nn.initializers.zeros, (C1,))
     m = mask_BxT[..., None]
@@ -273,11 +297,14 @@ class AUMN(nn.Module):
 def create_model(config: Any, num_classes: int) -> nn.Module:
   """Builds the network config.model.head names from config.model / config.memory."""
   mc = config.model
+  if config.compute_dtype not in COMPUTE_DTYPES:
+    raise ValueError(f'config.compute_dtype={config.compute_dtype!r}: not one of {COMPUTE_DTYPES}')
+  dtype = jnp.dtype(config.compute_dtype)
   if mc.head == 'mil':
     return MILNet(num_classes=num_classes, dim=mc.dim, dropout=mc.dropout,
                   topk_ratio=mc.topk_ratio, fg_bias_init=mc.fg_bias_init,
                   fg_norm=mc.fg_norm, fg_input=mc.fg_input,
-                  input_norm=mc.input_norm, classifier_bias=mc.classifier_bias)
+                  input_norm=mc.input_norm, classifier_bias=mc.classifier_bias, dtype=dtype)
   if mc.head == 'aumn':
     return AUMN(num_classes=num_classes, dim=mc.dim, num_units=mc.num_units,
                 dropout=mc.dropout, tau=mc.tau, tau_u=mc.tau_u, topk_ratio=mc.topk_ratio,
@@ -285,5 +312,5 @@ def create_model(config: Any, num_classes: int) -> nn.Module:
                 fg_bias_init=mc.fg_bias_init, fg_norm=mc.fg_norm,
                 fg_input=mc.fg_input, input_norm=mc.input_norm,
                 classifier_bias=mc.classifier_bias, unit_init=mc.unit_init,
-                shared_classifier=mc.shared_classifier)
+                shared_classifier=mc.shared_classifier, dtype=dtype)
   raise ValueError(f"config.model.head: unknown head {mc.head!r} (expected 'aumn' or 'mil')")

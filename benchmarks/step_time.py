@@ -8,6 +8,8 @@ r"""Train-step and inference time: the JAX step vs the PyTorch baseline, same co
 Implementations (one process, one batch, the same initial weights):
   jax            the project's own code: train_step.init_state + train_step.jit_steps on a
                  parallel.make_mesh over all local devices of --device (what train.py runs);
+  jax_bf16       (opt-in) the same with config.compute_dtype='bfloat16' (conv and matmuls in
+                 bf16, parameters and losses in float32);
   torch_eager    benchmarks/torch_aumn.py: eager PyTorch, torch.optim.Adam(weight_decay);
   torch_compile  the same with forward + loss (and backward, through AOTAutograd) under
                  torch.compile with static shapes (dynamic=True when the static compile fails,
@@ -90,7 +92,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum('device', 'cpu', ['cpu', 'gpu'], 'Where both implementations run.')
 flags.DEFINE_list('configs', ['synthetic', 'thumos'], 'Configs to time (small to large).')
 flags.DEFINE_list('impls', ['jax', 'torch_eager', 'torch_compile'],
-                  'Implementations; also torch_eager_1thread (CPU: eager with one intra-op '
+                  'Implementations; also jax_bf16 (config.compute_dtype=bfloat16), '
+                  'torch_eager_1thread (CPU: eager with one intra-op '
                   'thread, to show the cost of OpenMP on a shared machine) and '
                   'torch_eager_gemm (the embedding conv as one GEMM, as aumn_jax on GPU).')
 flags.DEFINE_integer('thumos_batch', None, 'Batch of the thumos config (default: 16 on gpu, '
@@ -115,7 +118,9 @@ flags.DEFINE_bool('breakdown', False, 'Instead of the table: where the step time
                   'conv alone, the GEMM floor, XLA kernels vs PyTorch op calls, op profile).')
 
 NUM_CLASSES = 20
-IMPLS = ('jax', 'torch_eager', 'torch_compile', 'torch_eager_1thread', 'torch_eager_gemm')
+IMPLS = ('jax', 'jax_bf16', 'torch_eager', 'torch_compile', 'torch_eager_1thread',
+         'torch_eager_gemm')
+JAX_IMPLS = ('jax', 'jax_bf16')
 # Datasheet dense peaks (TFLOP/s): (name pattern, TF32 tensor core, FP32), first match wins.
 GPU_PEAKS = (('H100 PCIe', 378.0, 51.2), ('H100 NVL', 417.5, 60.0), ('H100', 494.7, 66.9),
              ('H200', 494.7, 66.9), ('A100', 156.0, 19.5), ('L40S', 183.0, 91.6))
@@ -181,10 +186,14 @@ def _cost_flops(lowered) -> float:
 # Implementations.
 
 class JaxImpl:
-  """The project's jitted, sharded train and eval steps over all local devices."""
-  name = 'jax'
+  """The project's jitted, sharded train and eval steps over all local devices; 'jax_bf16':
+  the same with config.compute_dtype='bfloat16'."""
 
-  def __init__(self, config, batch, keep_initial=True):
+  def __init__(self, config, batch, keep_initial=True, name='jax'):
+    self.name = name
+    if name == 'jax_bf16':
+      config = config.copy_and_resolve_references()
+      config.compute_dtype = 'bfloat16'
     backend = 'gpu' if FLAGS.device == 'gpu' else 'cpu'
     self.devices = jax.local_devices(backend=backend)
     mesh = parallel.make_mesh(self.devices)
@@ -326,13 +335,13 @@ def _status_kb(field: str) -> int:
 
 def run_probe(spec: str) -> None:
   impl_name, config_name = spec.split(':')
-  if impl_name != 'jax':
+  if impl_name not in JAX_IMPLS:
     from benchmarks import torch_aumn  # pylint: disable=g-import-not-at-top,unused-import
   baseline_kb = _status_kb('VmRSS')   # libraries loaded, nothing allocated
   config = make_config(config_name)
   batch = make_batch(config, FLAGS.seed)
-  if impl_name == 'jax':
-    impl = JaxImpl(config, batch, keep_initial=False)
+  if impl_name in JAX_IMPLS:
+    impl = JaxImpl(config, batch, keep_initial=False, name=impl_name)
     del batch       # the device copy is what the step uses
   else:
     impl = TorchImpl(impl_name, config, batch)
@@ -378,7 +387,9 @@ def bench_config(name: str) -> List[Dict[str, Any]]:
   if 'jax' in FLAGS.impls:
     impls['jax'] = JaxImpl(config, batch)
     initial = impls['jax'].initial
-  for impl_name in IMPLS[1:]:
+  if 'jax_bf16' in FLAGS.impls:
+    impls['jax_bf16'] = JaxImpl(config, batch, keep_initial=False, name='jax_bf16')
+  for impl_name in IMPLS[2:]:
     if impl_name in FLAGS.impls:
       impls[impl_name] = TorchImpl(impl_name, config, batch, initial)
   del batch
@@ -421,10 +432,10 @@ def bench_config(name: str) -> List[Dict[str, Any]]:
       mem = float('nan')
     elif FLAGS.device == 'cpu':
       mem = probe_memory_cpu(n, name)
-    elif n == 'jax':
+    elif n in JAX_IMPLS:
       mem = impls[n].peak_memory_mb()
     else:
-      mem = impls[n].peak_memory_mb([impls[o] for o in names if o not in ('jax', n)])
+      mem = impls[n].peak_memory_mb([impls[o] for o in names if o not in JAX_IMPLS + (n,)])
     med = float(np.median(steps[n]))
     row = {'config': name, 'impl': n, 'batch_size': config.batch_size, 'shape': shape,
            'step_median_s': med, 'step_min_s': float(np.min(steps[n])),

@@ -17,6 +17,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval_every_steps = 500
   c.checkpoint_every_steps = 500
   c.profile_steps = (0, 0)        # [start, end): a jax.profiler trace into W/profile (0, 0: off)
+  # The convolution and the matmuls: 'float32' | 'bfloat16' (parameters, optimizer state, the
+  # memory bank, softmaxes, top-k and losses are float32 either way; models.COMPUTE_DTYPES).
+  c.compute_dtype = 'float32'
 
   c.data = ml_collections.ConfigDict(dict(
       dataset='thumos14',         # thumos14 | activitynet12 | activitynet13 | synthetic

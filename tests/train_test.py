@@ -427,15 +427,41 @@ def test_missing_config_file_is_one_line_listing_the_configs(script, tmp_path):
   assert not os.listdir(tmp_path)
 
 
+def test_bfloat16_compute_trains_like_float32(uninterrupted, tmp_path):
+  """compute_dtype='bfloat16': conv and matmuls in bf16, parameters and losses in float32."""
+  config, workdir_full, summary_full = uninterrupted
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.compute_dtype = 'bfloat16'
+  workdir = str(tmp_path)
+  summary = train_loop.train_and_evaluate(config, workdir)
+  rows = {r['step']: r for r in _read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+          if 'loss' in r}
+  rows_full = {r['step']: r for r in _read_jsonl(os.path.join(workdir_full, 'metrics.jsonl'))
+               if 'loss' in r}
+  assert sorted(rows) == sorted(rows_full)
+  for step in rows:  # bf16 keeps ~3 significant digits of every product
+    for key in ('loss', 'loss_cls', 'diag_fg_mean'):
+      np.testing.assert_allclose(rows[step][key], rows_full[step][key], rtol=2e-2, err_msg=key)
+  assert abs(summary['average_map'] - summary_full['average_map']) < 0.05
+  from aumn_jax import data  # pylint: disable=g-import-not-at-top
+  num_classes = data.load_split(config.data.data_dir, 'synthetic', 'train').num_classes
+  params, _ = _final_variables(workdir, config, num_classes)
+  assert all(v.dtype == np.float32 for v in jax.tree.leaves(params))  # stored in float32
+
+
 @pytest.mark.parametrize('key,value,message', [
+    ('compute_dtype', 'float16', "config.compute_dtype='float16': not one of ('float32'"),
     ('data.dataset', 'thumos', "config.data.dataset='thumos': not one of ('thumos14'"),
     ('data.eval_batch_size', 0, 'config.data.eval_batch_size=0: must be > 0'),
 ])
-def test_bad_data_settings_are_refused_before_step_0(key, value, message, tiny_data_dir,
-                                                     tmp_path):
+def test_bad_settings_are_refused_before_step_0(key, value, message, tiny_data_dir, tmp_path):
   config = conftest.tiny_config(tiny_data_dir)
-  group, name = key.split('.')
-  config[group][name] = value
+  *groups, name = key.split('.')
+  node = config
+  for group in groups:
+    node = node[group]
+  node[name] = value
   with pytest.raises(errors.TrainingError, match=re.escape(message)):
     train_loop.train_and_evaluate(config, str(tmp_path / 'w'))
   assert not os.path.exists(tmp_path / 'w')

@@ -28,22 +28,35 @@ from aumn_jax import train_step as train_step_lib
 
 def predict(eval_fn, state, split, config: ml_collections.ConfigDict,
             mesh: jax.sharding.Mesh) -> dict[str, dict[str, np.ndarray]]:
-  """Runs eval_step over a whole split: {video_id: per-video outputs cut to its length}."""
+  """Runs eval_step over a whole split: {video_id: per-video outputs cut to its length}.
+
+  The next batches are read in a background thread while the current one runs. The gathered
+  outputs come back in global-batch order, whose video indices every process knows from the
+  plan (input_pipeline.eval_plan): no index goes through the devices.
+  """
   outputs = {}
-  for host_batch in input_pipeline.eval_batches(
-      split, batch_size=config.data.eval_batch_size, buckets=config.data.eval_buckets,
-      process_index=jax.process_index(), process_count=jax.process_count()):
-    index = parallel.to_host(parallel.to_global(host_batch['index'], mesh))
-    inputs = {k: host_batch[k] for k in train_step_lib.EVAL_INPUTS}
-    result = parallel.to_host(eval_fn(state, parallel.to_global(inputs, mesh)))
-    for row, video_index in enumerate(index):
-      if video_index < 0:
-        continue
-      length = int(split.lengths[video_index])
-      outputs[split.video_ids[video_index]] = {
-          key: (value[row, :length] if value.ndim >= 3 or key == 'fg' else value[row])
-          for key, value in result.items()}
+  batch_size, buckets = config.data.eval_batch_size, config.data.eval_buckets
+  batches = input_pipeline.eval_batches(  # checks the split and the settings first
+      split, batch_size=batch_size, buckets=buckets,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  plan = input_pipeline.eval_plan(split.lengths, batch_size=batch_size, buckets=buckets)
+  with input_pipeline.Prefetcher(batches) as prefetched:
+    for (_, index), host_batch in zip(plan, prefetched, strict=True):
+      inputs = {k: host_batch[k] for k in train_step_lib.EVAL_INPUTS}
+      result = parallel.to_host(eval_fn(state, parallel.to_global(inputs, mesh)))
+      _collect(outputs, result, index, split)
   return outputs
+
+
+def _collect(outputs, result, index, split) -> None:
+  """Adds a gathered eval batch to `outputs`, each row cut to its video's length."""
+  for row, video_index in enumerate(index):
+    if video_index < 0:
+      continue
+    length = int(split.lengths[video_index])
+    outputs[split.video_ids[video_index]] = {
+        key: (value[row, :length] if value.ndim >= 3 or key == 'fg' else value[row])
+        for key, value in result.items()}
 
 
 def localize_and_evaluate(outputs, split, config: ml_collections.ConfigDict):

@@ -1,12 +1,23 @@
 """The PyTorch baseline: AUMN and its BaS-Net head written the way a PyTorch WTAL codebase would.
 
 No official AUMN code exists, so the baseline the JAX code is benchmarked against is this file:
-the model, losses and memory-bank update of SPEC.md §2-§3 (as aumn_jax/models.py, memory.py and
-losses.py compute them, docs/method.md) as idiomatic eager PyTorch — `nn.Module`s, parameters
-and a `bank` buffer in one `state_dict`, `model.train()` / `model.eval()`, the bank moved
-in-place under `torch.no_grad()` during a training forward (like BatchNorm's running stats),
-`torch.optim.Adam(weight_decay=...)` (classic L2, which is what optax's
-`add_decayed_weights` + `adam` chain computes). `torch.compile` is optional (`compile_train_step`).
+the model, losses and memory-bank update of SPEC.md §2-§3 (docs/method.md) as idiomatic eager
+PyTorch — `nn.Module`s, parameters and a `bank` buffer in one `state_dict`, `model.train()` /
+`model.eval()`, the bank moved in-place under `torch.no_grad()` during a training forward (like
+BatchNorm's running stats), `torch.optim.Adam(weight_decay=...)` (classic L2, which is what
+optax's `add_decayed_weights` + `adam` chain computes). `torch.compile` is optional
+(`compile_train_step`).
+
+A tweak is one function, on both sides: every public function of aumn_jax/memory.py and
+aumn_jax/losses.py has a mirror here under the same name, with the same parameters in the same
+order and the same meaning (torch tensors for jnp arrays), and `AUMN.forward` / `total_loss` /
+`diagnostics` call them where models.py / losses.py call theirs. tests/torch_parity_test.py
+checks each pair on random inputs by name, so a formula changed on one side only fails a test
+naming the function (docs/tweaks.md).
+
+The twin covers the default formulation and the options listed in IMPLEMENTED; any other config
+key or value is refused in one line where the config enters (`create_model`, `from_flax`,
+`total_loss`, `make_optimizer`), never computed differently in silence.
 
 Also here: weight transfer both ways between Flax variables ({'params', 'memory'}) and this
 `state_dict` (`state_dict_from_flax`, `flax_from_state_dict`), which is what makes
@@ -32,51 +43,167 @@ NORM_EPS = 1e-4      # safe-norm epsilon (aumn_jax.memory.NORM_EPS)
 MASS_EPS = 1e-6      # added to attention masses before dividing (memory.MASS_EPS)
 LOSS_EPS = 1e-6      # losses._EPS
 IN_USE_SHARE = 0.1   # losses._IN_USE_SHARE
+GUIDE_CLASSES = ('all', 'video')   # losses.GUIDE_CLASSES
+GUIDE_FORMS = ('l1', 'bce')        # losses.GUIDE_FORMS
+
+# What the twin computes of the config: key -> the values it implements (None: every value, a
+# size, a weight or a flag it follows). Every key of the groups model, memory, loss and optim
+# must be listed, so an option added to configs/thumos.py is refused here until it is mirrored;
+# a top-level key listed is checked where a config has it. Not implemented, among the options
+# aumn_jax.models has: model.input_norm='center', model.fg_input='features', and a
+# compute_dtype other than float32.
+IMPLEMENTED = {
+    'compute_dtype': ('float32',),
+    'model.head': ('aumn', 'mil'),
+    'model.dim': None, 'model.num_units': None, 'model.dropout': None, 'model.tau': None,
+    'model.tau_u': None, 'model.topk_ratio': None, 'model.center_features': None,
+    'model.fg_bias_init': None,
+    'model.input_norm': ('none', 'layernorm'),
+    'model.fg_input': ('dropped', 'embedding'),
+    'model.fg_norm': ('none', 'center', 'layernorm'),
+    'model.classifier_bias': None,
+    'model.unit_init': ('lecun', 'zeros'),
+    'model.shared_classifier': None,
+    'memory.momentum': None,
+    'loss.lambda_div': None, 'loss.lambda_hom': None, 'loss.lambda_sp': None,
+    'loss.lambda_read': None, 'loss.lambda_guide': None,
+    'loss.guide_form': GUIDE_FORMS, 'loss.guide_classes': GUIDE_CLASSES,
+    'loss.guide_center': None, 'loss.guide_steps': None,
+    'optim.learning_rate': None, 'optim.weight_decay': None,
+}
+
+
+def check_option(key: str, value: Any) -> None:
+  """One-line ValueError unless IMPLEMENTED lists `key` ('model.fg_input') and `value`."""
+  known = IMPLEMENTED.get(key, ())
+  if key not in IMPLEMENTED or (known is not None and value not in known):
+    raise ValueError(f'config.{key}={value!r}: not implemented by the PyTorch twin '
+                     '(benchmarks/torch_aumn.py)')
+
+
+def check_group(group: str, group_cfg: Any) -> None:
+  """check_option on every key of one config group (group='loss', group_cfg=config.loss)."""
+  for key, value in _items(group_cfg):
+    check_option(f'{group}.{key}', value)
+
+
+def check_model_config(config: Any) -> None:
+  """What create_model reads: config.model, config.memory and the top-level keys IMPLEMENTED
+  lists (where config has them)."""
+  top = dict(_items(config))
+  for key in IMPLEMENTED:
+    if '.' not in key and key in top:
+      check_option(key, top[key])
+  check_group('model', config.model)
+  check_group('memory', config.memory)
+
+
+def _items(cfg: Any):
+  # A ConfigDict or dict, or a namespace (tests build loss configs as SimpleNamespace).
+  return cfg.items() if hasattr(cfg, 'items') else vars(cfg).items()
 
 
 # ---------------------------------------------------------------------------------------------
-# Functional pieces (the same formulas as aumn_jax/memory.py).
+# Memory: aumn_jax/memory.py, function by function.
 
-def safe_normalize(x: torch.Tensor, dim: int = -1, eps: float = NORM_EPS) -> torch.Tensor:
+def safe_normalize(x, axis=-1, eps=NORM_EPS):
   """x / sqrt(|x|^2 + eps^2): exactly 0 for x = 0, finite gradient everywhere."""
-  return x * torch.rsqrt(x.square().sum(dim, keepdim=True) + eps * eps)
+  return x * torch.rsqrt(x.square().sum(axis, keepdim=True) + eps * eps)
 
 
-def cosine(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-  """Cosines [B, T, L] between [B, T, D] and [L, D] (shared) or [B, L, D] vectors."""
-  return safe_normalize(x) @ safe_normalize(y).transpose(-1, -2)
+def cosine(x_BxTxD, y_xLxD):
+  """Cosines [B, T, L] between snippet vectors and unit vectors ([L, D] shared or [B, L, D])."""
+  return safe_normalize(x_BxTxD) @ safe_normalize(y_xLxD).transpose(-1, -2)
 
 
-def center(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-  """Subtracts each video's mean over valid snippets; padding stays 0."""
-  m = mask.unsqueeze(-1)
-  mean = (h * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp_min(1.0)
-  return (h - mean) * m
+def init_bank(rng, num_units, dim):
+  """Random unit directions [L, D]; rng: a torch.Generator (None: torch's global generator)."""
+  return safe_normalize(torch.randn(num_units, dim, generator=rng))
 
 
-def topk_mean(s: torch.Tensor, mask: torch.Tensor, ratio: int) -> torch.Tensor:
-  """Per class, mean of the top-k of s [B, T, C] over valid t, k = max(1, T_valid // ratio).
+def center(h_BxTxD, mask_BxT):
+  """Subtracts each video's masked mean over valid snippets; padded snippets stay exactly 0."""
+  m = mask_BxT.unsqueeze(-1)
+  mean_Bx1xD = (h_BxTxD * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp_min(1.0)
+  return (h_BxTxD - mean_Bx1xD) * m
+
+
+def update_attention(keys_BxTxD, unit_queries_LxD, mask_BxT, tau_u):
+  """Attention 1, units compete for snippets: (R = softmax_l(cos(H Wk, M Wq) / tau_u), cos)."""
+  cos_BxTxL = cosine(keys_BxTxD, unit_queries_LxD)
+  r_BxTxL = torch.softmax(cos_BxTxL / tau_u, -1) * mask_BxT.unsqueeze(-1)
+  return r_BxTxL, cos_BxTxL
+
+
+def write_units(values_BxTxD, r_BxTxL, fg_BxT, mask_BxT):
+  """(U, n): n_l = sum_t m a R_tl; U_l = normalize(sum_t m a R_tl H_t / (n_l + eps))."""
+  w_BxTxL = r_BxTxL * (fg_BxT * mask_BxT).unsqueeze(-1)
+  mass_BxL = w_BxTxL.sum(1)
+  sums_BxLxD = torch.einsum('btl,btd->bld', w_BxTxL, values_BxTxD)
+  units_BxLxD = safe_normalize(sums_BxLxD / (mass_BxL.unsqueeze(-1) + MASS_EPS))
+  return units_BxLxD, mass_BxL
+
+
+def adapt_memory(bank_LxD, units_BxLxD, gate_BxL):
+  """Video-adapted memory M~_l = normalize(M_l + g_l (U_l - M_l)), [B, L, D] on the sphere."""
+  g = gate_BxL.unsqueeze(-1)
+  return safe_normalize(bank_LxD[None] + g * (units_BxLxD - bank_LxD[None]))
+
+
+def update_bank(bank_LxD, adapted_BxLxD, mass_BxL, momentum):
+  """M_l <- normalize(M_l + eta sum_b n_bl (M~_bl - M_l) / (sum_b n_bl + eps)); no gradient."""
+  adapted_BxLxD, mass_BxL = adapted_BxLxD.detach(), mass_BxL.detach()
+  bank_LxD = bank_LxD.detach()
+  total_Lx1 = mass_BxL.sum(0).unsqueeze(-1)
+  pull_LxD = (torch.einsum('bl,bld->ld', mass_BxL, adapted_BxLxD)
+              - total_Lx1 * bank_LxD) / (total_Lx1 + MASS_EPS)
+  moved_LxD = safe_normalize(bank_LxD + momentum * pull_LxD)
+  return torch.where(total_Lx1 > 0, moved_LxD, bank_LxD)
+
+
+def read_attention(queries_BxTxD, unit_keys_BxLxD, mask_BxT, tau):
+  """Attention 2, snippets read the units: A = softmax_l(cos(H Qr, M~ Kr) / tau), 0 at padding."""
+  cos_BxTxL = cosine(queries_BxTxD, unit_keys_BxLxD)
+  return torch.softmax(cos_BxTxL / tau, -1) * mask_BxT.unsqueeze(-1)
+
+
+def unit_classify(attn_BxTxL, z_BxTxD, kernel_LxDxC, bias_LxC):
+  """S_t = sum_l A_tl (Z_t W_l + b_l) as (weighted, bias) parts: Z times all L classifiers in
+  one [D, L*C1] matmul, then the A-weighted sum over units (memory.unit_classify's cost note)."""
+  num_units, dim, num_classes = kernel_LxDxC.shape
+  w_DxLC = kernel_LxDxC.permute(1, 0, 2).reshape(dim, num_units * num_classes)
+  logits_BxTxLxC = (z_BxTxD @ w_DxLC).unflatten(-1, (num_units, num_classes))
+  weighted_BxTxC = torch.einsum('btl,btlc->btc', attn_BxTxL, logits_BxTxLxC)
+  bias_BxTxC = attn_BxTxL @ bias_LxC
+  return weighted_BxTxC, bias_BxTxC
+
+
+def mean_abs_offdiag_cos(rows_xLxD):
+  """Mean |cos| between distinct rows ([L, D] or [B, L, D] averaged over B): 1 = collapsed."""
+  n = safe_normalize(rows_xLxD)
+  gram = (n @ n.transpose(-1, -2)).abs()
+  num_units = rows_xLxD.shape[-2]
+  off = gram.sum((-2, -1)) - torch.diagonal(gram, dim1=-2, dim2=-1).sum(-1)
+  return (off / (num_units * (num_units - 1))).mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# Modules: aumn_jax/models.py.
+
+def topk_mean(s_BxTxC, mask_BxT, ratio):
+  """Per class, mean of the top-k of s over valid t, k = max(1, T_valid // ratio).
 
   k varies per video under one padded shape, so this sorts (padding last) and keeps ranks < k
   rather than calling torch.topk with one k.
   """
-  valid = mask.unsqueeze(-1) > 0
-  t_valid = (mask > 0).sum(1)
+  valid = mask_BxT.unsqueeze(-1) > 0
+  t_valid = (mask_BxT > 0).sum(1)
   k = (t_valid // ratio).clamp_min(1)
-  sorted_desc = torch.sort(torch.where(valid, s, -math.inf), dim=1, descending=True).values
-  ranks = torch.arange(s.shape[1], device=s.device)
+  sorted_desc = torch.sort(torch.where(valid, s_BxTxC, -math.inf), dim=1, descending=True).values
+  ranks = torch.arange(s_BxTxC.shape[1], device=s_BxTxC.device)
   keep = (ranks[None] < k[:, None]) & (ranks[None] < t_valid[:, None])
   total = torch.where(keep.unsqueeze(-1), sorted_desc, 0.0).sum(1)
-  return total / k[:, None].to(s.dtype)
-
-
-def update_bank(bank: torch.Tensor, adapted: torch.Tensor, mass: torch.Tensor,
-                momentum: float) -> torch.Tensor:
-  """M_l <- normalize(M_l + eta sum_b n_bl (M~_bl - M_l) / (sum_b n_bl + eps)); no gradient."""
-  total = mass.sum(0).unsqueeze(-1)
-  pull = (torch.einsum('bl,bld->ld', mass, adapted) - total * bank) / (total + MASS_EPS)
-  moved = safe_normalize(bank + momentum * pull)
-  return torch.where(total > 0, moved, bank)
+  return total / k[:, None].to(s_BxTxC.dtype)
 
 
 def _lecun_normal_(tensor: torch.Tensor, fan_in: int) -> torch.Tensor:
@@ -85,9 +212,6 @@ def _lecun_normal_(tensor: torch.Tensor, fan_in: int) -> torch.Tensor:
   std = math.sqrt(1.0 / fan_in) / 0.87962566103423978
   return nn.init.trunc_normal_(tensor, 0.0, std, -2 * std, 2 * std)
 
-
-# ---------------------------------------------------------------------------------------------
-# Modules.
 
 class Skeleton(nn.Module):
   """H = Dropout(ReLU(Conv1D_k3(norm(X)))) zeroed at padding; a = sigmoid(Linear(.)) of H (or H
@@ -105,16 +229,9 @@ class Skeleton(nn.Module):
     super().__init__()
     if conv_impl not in ('conv', 'gemm'):
       raise ValueError(f'conv_impl={conv_impl!r}: not one of conv, gemm')
-    # The twin covers the formulations in use; others are refused, never silently different.
-    if input_norm not in ('none', 'layernorm'):
-      raise ValueError(f'model.input_norm={input_norm!r}: the PyTorch twin implements none, '
-                       'layernorm')
-    if fg_input not in ('dropped', 'embedding'):
-      raise ValueError(f'model.fg_input={fg_input!r}: the PyTorch twin implements dropped, '
-                       'embedding')
-    if fg_norm not in ('none', 'center', 'layernorm'):
-      raise ValueError(f'model.fg_norm={fg_norm!r}: the PyTorch twin implements none, center, '
-                       'layernorm')
+    check_option('model.input_norm', input_norm)
+    check_option('model.fg_input', fg_input)
+    check_option('model.fg_norm', fg_norm)
     self.conv_impl = conv_impl
     self.input_norm, self.fg_input, self.fg_norm = input_norm, fg_input, fg_norm
     self.conv = nn.Conv1d(feature_dim, dim, kernel_size=3, padding=1)
@@ -190,8 +307,7 @@ class AUMN(nn.Module):
                classifier_bias: bool = True, conv_impl: str = 'conv', unit_init: str = 'lecun',
                shared_classifier: bool = False, **skeleton_options):
     super().__init__()
-    if unit_init not in ('lecun', 'zeros'):
-      raise ValueError(f'model.unit_init={unit_init!r}: not one of lecun, zeros')
+    check_option('model.unit_init', unit_init)
     self.tau, self.tau_u, self.topk_ratio = tau, tau_u, topk_ratio
     self.momentum, self.center_features = momentum, center_features
     c1 = num_classes + 1
@@ -206,7 +322,7 @@ class AUMN(nn.Module):
     self.unit_kernel = nn.Parameter(torch.empty(num_units, dim, c1))   # W_l, [L, D, C1]
     self.unit_bias = nn.Parameter(torch.zeros(num_units, c1)) if classifier_bias else None
     # The memory bank is state, not a parameter: a buffer, moved by the training forward.
-    self.register_buffer('bank', safe_normalize(torch.randn(num_units, dim)))
+    self.register_buffer('bank', init_bank(None, num_units, dim))
     for lin in (self.update_key, self.update_query, self.read_query, self.read_key, self.gate):
       _lecun_normal_(lin.weight, lin.in_features)
     nn.init.zeros_(self.gate.bias)
@@ -223,44 +339,41 @@ class AUMN(nn.Module):
         self.classifier_bias = nn.Parameter(torch.zeros(c1))
 
   def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """models.AUMN.__call__, line for line: the memory steps are the mirrors above."""
     mask = mask.float()
-    m = mask.unsqueeze(-1)
-    num_units, dim, c1 = self.unit_kernel.shape
+    num_units, _, c1 = self.unit_kernel.shape
     h, fg = self.skeleton(x, mask)
     # A copy: the in-place bank update below must not touch what autograd saved (MoCo's queue).
     bank = self.bank.clone()
+
+    # The attentions compare directions; with center_features they see each snippet relative
+    # to its video (SPEC §9). The classifiers always see the uncentred H.
     h_att = center(h, mask) if self.center_features else h
 
-    # Attention 1: units compete for snippets; each writes its fg-weighted claimed direction.
+    # Attention 1: units read the video; the stored bank is a constant of this step.
     keys = self.update_key(h_att)
-    update_attn = torch.softmax(cosine(keys, self.update_query(bank)) / self.tau_u, -1) * m
-    w = update_attn * (fg * mask).unsqueeze(-1)
-    mass = w.sum(1)                                                   # [B, L]
-    units = safe_normalize(torch.einsum('btl,btd->bld', w, h_att)
-                           / (mass.unsqueeze(-1) + MASS_EPS))
-    bank_b = bank.expand_as(units)
-    gate = torch.sigmoid(self.gate(torch.cat([bank_b, units], -1))).squeeze(-1)
-    adapted = safe_normalize(bank_b + gate.unsqueeze(-1) * (units - bank_b))   # M~ [B, L, D]
-    update_cos = cosine(keys, self.update_query(adapted)) * m
+    update_attn, _ = update_attention(keys, self.update_query(bank), mask, self.tau_u)
+    units, mass = write_units(h_att, update_attn, fg, mask)
+    gate = torch.sigmoid(self.gate(torch.cat([bank.expand_as(units), units], -1))).squeeze(-1)
+    adapted = adapt_memory(bank, units, gate)
+    # L_hom compares claimed snippets with the ADAPTED units, in the update-attention space.
+    update_cos = cosine(keys, self.update_query(adapted)) * mask.unsqueeze(-1)
 
     if self.training:
       with torch.no_grad():
-        self.bank.copy_(update_bank(bank, adapted.detach(), mass.detach(), self.momentum))
+        self.bank.copy_(update_bank(bank, adapted, mass, self.momentum))
 
-    # Attention 2 and the unit-specific classifiers S_t = sum_l A_tl (H_t W_l + b_l): H times
-    # all L classifiers in one [D, L*C1] matmul, then the A-weighted sum over units.
-    read_attn = torch.softmax(
-        cosine(self.read_query(h_att), self.read_key(adapted)) / self.tau, -1) * m
-    w_flat = self.unit_kernel.permute(1, 0, 2).reshape(dim, num_units * c1)
-    logits = (h @ w_flat).unflatten(-1, (num_units, c1))             # [B, T, L, C1]
-    weighted = torch.einsum('btl,btlc->btc', read_attn, logits)
-    bias = 0.0 if self.unit_bias is None else read_attn @ self.unit_bias
-    if self.classifier is not None:
+    # Attention 2 and the unit-specific classifiers.
+    read_attn = read_attention(self.read_query(h_att), self.read_key(adapted), mask, self.tau)
+    bias = self.unit_bias if self.unit_bias is not None else h.new_zeros(num_units, c1)
+    weighted, bias_part = unit_classify(read_attn, h, self.unit_kernel, bias)
+    if self.classifier is not None:   # BaS-Net's classifier beside the units: S = mil + memory
       weighted = weighted + self.classifier(h)
       if self.classifier_bias is not None:
-        bias = bias + self.classifier_bias
-    cas = (weighted + bias) * m
-    cas_supp = (fg.unsqueeze(-1) * weighted + bias) * m
+        bias_part = bias_part + self.classifier_bias
+    m = mask.unsqueeze(-1)
+    cas = (weighted + bias_part) * m
+    cas_supp = (fg.unsqueeze(-1) * weighted + bias_part) * m
 
     out = _outputs(cas, cas_supp, fg, mask, self.topk_ratio)
     out.update({'update_attn': update_attn, 'update_cos': update_cos, 'read_attn': read_attn,
@@ -269,7 +382,12 @@ class AUMN(nn.Module):
 
 
 def create_model(config: Any, num_classes: int, conv_impl: str = 'conv') -> nn.Module:
-  """The PyTorch twin of aumn_jax.models.create_model (reads config.model, .memory, .data)."""
+  """The PyTorch twin of aumn_jax.models.create_model (reads config.model, .memory, .data).
+
+  Raises:
+    ValueError: one line naming a config key or value the twin does not implement (IMPLEMENTED).
+  """
+  check_model_config(config)
   mc = config.model
   common = dict(num_classes=num_classes, feature_dim=config.data.feature_dim, dim=mc.dim,
                 dropout=mc.dropout, topk_ratio=mc.topk_ratio, fg_bias_init=mc.fg_bias_init,
@@ -285,152 +403,171 @@ def create_model(config: Any, num_classes: int, conv_impl: str = 'conv') -> nn.M
 
 
 # ---------------------------------------------------------------------------------------------
-# Losses (aumn_jax/losses.py).
+# Losses: aumn_jax/losses.py, function by function.
 
-def _entropy(p: torch.Tensor, dim: int = -1) -> torch.Tensor:
-  return -(p * torch.log(p.clamp_min(1e-30))).sum(dim)
-
-
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-  return (x * mask).sum() / mask.sum().clamp_min(1.0)
+def _entropy(p, axis=-1):
+  return -(p * torch.log(p.clamp_min(1e-30))).sum(axis)
 
 
-def classification_loss(out, labels):
+def _masked_mean(x_BxT, mask_BxT):
+  return (x_BxT * mask_BxT).sum() / mask_BxT.sum().clamp_min(1.0)
+
+
+def classification_loss(out, labels_BxC):
   """CE(p, [y, 1]) + CE(p', [y, 0]), targets normalised to sum 1, mean over videos."""
-  ones = torch.ones_like(labels[:, :1])
-  t_base = torch.cat([labels, ones], -1)
-  t_supp = torch.cat([labels, 0.0 * ones], -1)
+  ones = torch.ones_like(labels_BxC[:, :1])
+  t_base = torch.cat([labels_BxC, ones], -1)
+  t_supp = torch.cat([labels_BxC, 0.0 * ones], -1)
   t_base = t_base / t_base.sum(-1, keepdim=True)
   t_supp = t_supp / t_supp.sum(-1, keepdim=True).clamp_min(LOSS_EPS)
   ce = lambda t, logits: -(t * F.log_softmax(logits, -1)).sum(-1)
   return (ce(t_base, out['video_logits']) + ce(t_supp, out['video_logits_supp'])).mean()
 
 
-def diversity_loss(adapted):
-  n = safe_normalize(adapted)
+def diversity_loss(adapted_BxLxD):
+  """||M^ M^T - I||_F^2 / L^2 on the row-normalised adapted memory, mean over videos."""
+  n = safe_normalize(adapted_BxLxD)
   gram = n @ n.transpose(-1, -2)
-  num_units = adapted.shape[-2]
-  eye = torch.eye(num_units, device=adapted.device, dtype=adapted.dtype)
+  num_units = adapted_BxLxD.shape[-2]
+  eye = torch.eye(num_units, device=adapted_BxLxD.device, dtype=adapted_BxLxD.dtype)
   return ((gram - eye).square().sum((-2, -1)) / num_units ** 2).mean()
 
 
-def homogeneity_loss(update_attn, update_cos, fg, mask):
-  w = fg * mask
-  spread = (update_attn * (1.0 - update_cos)).sum(-1)
-  return ((w * spread).sum(1) / (w.sum(1) + LOSS_EPS)).mean()
+def homogeneity_loss(update_attn_BxTxL, update_cos_BxTxL, fg_BxT, mask_BxT):
+  """sum_t m a sum_l R (1 - cos(H Wk, M~ Wq)) / sum_t m a, per video, mean over videos."""
+  w_BxT = fg_BxT * mask_BxT
+  spread_BxT = (update_attn_BxTxL * (1.0 - update_cos_BxTxL)).sum(-1)
+  return ((w_BxT * spread_BxT).sum(1) / (w_BxT.sum(1) + LOSS_EPS)).mean()
 
 
-def read_sparsity(read_attn, mask):
-  conditional = _masked_mean(_entropy(read_attn), mask)
-  marginal = (read_attn * mask.unsqueeze(-1)).sum((0, 1)) / mask.sum().clamp_min(1.0)
-  return conditional - _entropy(marginal)
+def read_sparsity(read_attn_BxTxL, mask_BxT):
+  """mean_t H(A_t) - H(mean_{b,t} A_bt) over valid snippets (few units each, many in all)."""
+  conditional = _masked_mean(_entropy(read_attn_BxTxL), mask_BxT)
+  marginal_L = ((read_attn_BxTxL * mask_BxT.unsqueeze(-1)).sum((0, 1))
+                / mask_BxT.sum().clamp_min(1.0))
+  return conditional - _entropy(marginal_L)
 
 
-@torch.no_grad()
-def diagnostics(out, mask) -> Dict[str, torch.Tensor]:
-  """The logging-only scalars of losses.diagnostics (kept so both steps do the same work)."""
-  fg = out['fg']
-  w_act, w_bg = fg * mask, (1.0 - fg) * mask
-  wmean = lambda x, w: (x * w).sum() / (w.sum() + LOSS_EPS)
-  p_bg = torch.softmax(out['cas'], -1)[..., -1]
-  diag = {'diag_fg_mean': _masked_mean(fg, mask),
-          'diag_bg_prob_action': wmean(p_bg, w_act),
-          'diag_bg_prob_background': wmean(p_bg, w_bg)}
-  if 'read_attn' not in out:
-    return diag
-  read, upd, mass = out['read_attn'], out['update_attn'], out['mass']
-  num_units = read.shape[-1]
-  log_l = math.log(num_units)
-
-  def usage_cos(attn):
-    u_act = torch.einsum('bt,btl->l', w_act, attn)
-    u_bg = torch.einsum('bt,btl->l', w_bg, attn)
-    return (safe_normalize(u_act) * safe_normalize(u_bg)).sum()
-
-  read_entropy = _masked_mean(_entropy(read), mask)
-  read_marginal = (read * mask.unsqueeze(-1)).sum((0, 1)) / mask.sum().clamp_min(1.0)
-  share = mass.sum(0) / (mass.sum() + LOSS_EPS)
-  adapted = out['memory_adapted']
-  n = safe_normalize(adapted)
-  gram = (n @ n.transpose(-1, -2)).abs()
-  offdiag = ((gram.sum((-2, -1)) - torch.diagonal(gram, dim1=-2, dim2=-1).sum(-1))
-             / (num_units * (num_units - 1))).mean()
-  batch = adapted.shape[0]
-  mean_dir = n.mean(0)
-  cross_video = (((batch * mean_dir).square().sum(-1) - n.square().sum((0, -1)))
-                 / max(batch * (batch - 1), 1))
-  diag.update({
-      'diag_read_entropy': read_entropy,
-      'diag_read_entropy_ratio': read_entropy / log_l,
-      'diag_read_marginal_entropy_ratio': _entropy(read_marginal) / log_l,
-      'diag_read_usage_cos': usage_cos(read),
-      'diag_update_entropy_ratio': _masked_mean(_entropy(upd), mask) / log_l,
-      'diag_update_usage_cos': usage_cos(upd),
-      'diag_units_in_use': (share > IN_USE_SHARE / num_units).float().mean(),
-      'diag_memory_abs_cos': offdiag,
-      'diag_memory_cross_video_cos': cross_video.mean(),
-  })
-  return diag
+def foreground_sparsity(fg_BxT, mask_BxT):
+  """mean_t a_t over valid snippets: actions are a small part of a video (BaS-Net's L1)."""
+  return _masked_mean(fg_BxT, mask_BxT)
 
 
-def guide_loss(out, mask, labels=None, form='l1', center=False):
+def guide_loss(out, mask_BxT, labels_BxC=None, form='l1', center=False):
   """mean_t |1 - a_t - p_bg(t)| over valid snippets (base branch's background probability);
   with labels, p_bg is the softmax over the background and the video's classes only;
   form='bce': BCE of a against the detached 1 - p_bg; center: each CAS column minus its mean
   over the video's valid snippets first."""
-  logits = out['cas']
+  logits_BxTxC1 = out['cas']
   if center:
-    m = mask.float()[..., None]
-    logits = logits - (logits * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1.0)
-  if labels is not None:
-    keep = torch.cat([labels > 0, torch.ones_like(labels[:, :1], dtype=torch.bool)], -1)
-    logits = logits.masked_fill(~keep[:, None, :], float('-inf'))
-  p_bg = torch.softmax(logits, -1)[..., -1]
+    m_BxTx1 = mask_BxT.float()[..., None]
+    mean_Bx1xC1 = ((logits_BxTxC1 * m_BxTx1).sum(1, keepdim=True)
+                   / m_BxTx1.sum(1, keepdim=True).clamp(min=1.0))
+    logits_BxTxC1 = logits_BxTxC1 - mean_Bx1xC1
+  if labels_BxC is not None:
+    keep_BxC1 = torch.cat([labels_BxC > 0, torch.ones_like(labels_BxC[:, :1], dtype=torch.bool)],
+                          -1)
+    logits_BxTxC1 = logits_BxTxC1.masked_fill(~keep_BxC1[:, None, :], float('-inf'))
+  p_bg_BxT = torch.softmax(logits_BxTxC1, -1)[..., -1]
   if form == 'l1':
-    return _masked_mean((1.0 - out['fg'] - p_bg).abs(), mask)
-  target = (1.0 - p_bg).detach()
+    return _masked_mean((1.0 - out['fg'] - p_bg_BxT).abs(), mask_BxT)
+  target = (1.0 - p_bg_BxT).detach()
   a = out['fg'].clamp(1e-6, 1.0 - 1e-6)
-  return _masked_mean(-(target * a.log() + (1.0 - target) * torch.log1p(-a)), mask)
+  return _masked_mean(-(target * a.log() + (1.0 - target) * torch.log1p(-a)), mask_BxT)
 
 
-def guide_weight(loss_cfg: Any, step: int) -> float:
+def guide_weight(loss_cfg: Any, step) -> float:
   """lambda_guide, decayed linearly to 0 over the first guide_steps steps (0: constant)."""
   if not loss_cfg.guide_steps:
     return loss_cfg.lambda_guide
   return loss_cfg.lambda_guide * min(max(1.0 - step / loss_cfg.guide_steps, 0.0), 1.0)
 
 
-def total_loss(out, labels, mask, loss_cfg: Any, step: int = 0
-               ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+@torch.no_grad()
+def diagnostics(out, mask_BxT) -> Dict[str, torch.Tensor]:
+  """The logging-only scalars of losses.diagnostics (kept so both steps do the same work)."""
+  m = mask_BxT
+  fg = out['fg']
+  w_act, w_bg = fg * m, (1.0 - fg) * m
+  wmean = lambda x, w: (x * w).sum() / (w.sum() + LOSS_EPS)
+  p_bg_BxT = torch.softmax(out['cas'], -1)[..., -1]
+  diag = {'diag_fg_mean': _masked_mean(fg, m),
+          'diag_bg_prob_action': wmean(p_bg_BxT, w_act),
+          'diag_bg_prob_background': wmean(p_bg_BxT, w_bg)}
+  if 'read_attn' not in out:
+    return diag
+
+  read, upd, mass = out['read_attn'], out['update_attn'], out['mass']
+  num_units = read.shape[-1]
+  log_l = math.log(num_units)
+
+  def usage_cos(attn_BxTxL):
+    u_act = torch.einsum('bt,btl->l', w_act, attn_BxTxL)
+    u_bg = torch.einsum('bt,btl->l', w_bg, attn_BxTxL)
+    return (safe_normalize(u_act) * safe_normalize(u_bg)).sum()
+
+  read_entropy = _masked_mean(_entropy(read), m)
+  read_marginal = (read * m.unsqueeze(-1)).sum((0, 1)) / m.sum().clamp_min(1.0)
+  share_L = mass.sum(0) / (mass.sum() + LOSS_EPS)
+  adapted = out['memory_adapted']
+  # Same unit, different videos: 1 means M~ ignores the video (the adaptation is dead).
+  unit_dirs = safe_normalize(adapted)
+  mean_dir_LxD = unit_dirs.mean(0)
+  batch = adapted.shape[0]
+  cross_video = (((batch * mean_dir_LxD).square().sum(-1) - unit_dirs.square().sum((0, -1)))
+                 / max(batch * (batch - 1), 1))
+  diag.update({
+      'diag_read_entropy': read_entropy,
+      'diag_read_entropy_ratio': read_entropy / log_l,
+      'diag_read_marginal_entropy_ratio': _entropy(read_marginal) / log_l,
+      'diag_read_usage_cos': usage_cos(read),
+      'diag_update_entropy_ratio': _masked_mean(_entropy(upd), m) / log_l,
+      'diag_update_usage_cos': usage_cos(upd),
+      'diag_units_in_use': (share_L > IN_USE_SHARE / num_units).float().mean(),
+      'diag_memory_abs_cos': mean_abs_offdiag_cos(adapted),
+      'diag_memory_cross_video_cos': cross_video.mean(),
+  })
+  return diag
+
+
+def total_loss(out, batch, loss_cfg: Any, step=0) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
   """L = L_cls + lambda_div L_div + lambda_hom L_hom + lambda_sp L_fg + lambda_read L_read
-  + lambda_guide(step) L_guide, and the logged terms."""
-  mask = mask.float()
+  + lambda_guide(step) L_guide, and the logged terms (losses.total_loss: batch needs 'labels'
+  [B, C] and 'mask' [B, T]).
+
+  Raises:
+    ValueError: one line naming a loss_cfg key or value the twin does not implement (checked
+      in eager mode; inside a torch.compile graph the check is left out).
+  """
+  if not torch.compiler.is_compiling():
+    check_group('loss', loss_cfg)
+  mask = batch['mask'].float()
   zero = torch.zeros((), device=mask.device)
-  loss_cls = classification_loss(out, labels)
-  loss_sp = _masked_mean(out['fg'], mask)
+  loss_cls = classification_loss(out, batch['labels'])
+  loss_sp = foreground_sparsity(out['fg'], mask)
   loss_div = loss_hom = loss_read = zero
   if 'read_attn' in out:
     loss_div = diversity_loss(out['memory_adapted'])
     loss_hom = homogeneity_loss(out['update_attn'], out['update_cos'], out['fg'], mask)
     loss_read = read_sparsity(out['read_attn'], mask)
-  loss_guide = guide_loss(out, mask, labels if loss_cfg.guide_classes == 'video' else None,
+  loss_guide = guide_loss(out, mask,
+                          batch['labels'] if loss_cfg.guide_classes == 'video' else None,
                           loss_cfg.guide_form, loss_cfg.guide_center)
   loss = (loss_cls + loss_cfg.lambda_div * loss_div + loss_cfg.lambda_hom * loss_hom
           + loss_cfg.lambda_sp * loss_sp + loss_cfg.lambda_read * loss_read
           + guide_weight(loss_cfg, step) * loss_guide)
   aux = {'loss_cls': loss_cls.detach(), 'loss_div': loss_div.detach(),
          'loss_hom': loss_hom.detach(), 'loss_sp': loss_sp.detach(),
-         'loss_read': loss_read.detach(),
-         'loss_guide': loss_guide.detach()}
+         'loss_read': loss_read.detach(), 'loss_guide': loss_guide.detach()}
   aux.update(diagnostics(out, mask))
   return loss, aux
-
 
 # ---------------------------------------------------------------------------------------------
 # Training and evaluation steps.
 
 def make_optimizer(model: nn.Module, optim_cfg: Any) -> torch.optim.Optimizer:
   """Adam with classic L2 (decay added to the gradient): optax add_decayed_weights + adam."""
+  check_group('optim', optim_cfg)
   return torch.optim.Adam(model.parameters(), lr=optim_cfg.learning_rate,
                           weight_decay=optim_cfg.weight_decay)
 
@@ -439,7 +576,7 @@ def forward_loss(model: nn.Module, batch: Mapping[str, torch.Tensor], loss_cfg: 
                  step: int = 0):
   """(loss, metrics) of one training forward (also moves the bank when model.training)."""
   out = model(batch['features'], batch['mask'])
-  loss, aux = total_loss(out, batch['labels'], batch['mask'], loss_cfg, step)
+  loss, aux = total_loss(out, batch, loss_cfg, step)
   return loss, {'loss': loss.detach(), **aux}
 
 

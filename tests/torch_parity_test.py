@@ -5,6 +5,11 @@ every loss term and diagnostic, the same gradient of every parameter and the sam
 update; N steps of the project's jitted train_step and of the PyTorch Adam step on the same
 batches end at the same params and bank. Dropout is off (rate 0) so both are deterministic.
 
+Function by function (docs/tweaks.md): every public function of aumn_jax/memory.py and
+aumn_jax/losses.py has a mirror of the same name and parameters in the twin that computes the
+same values on random inputs, so a formula tweaked on one side only fails a test naming it; a
+config option the twin does not implement is refused in one line, never computed differently.
+
 Tolerance: a norm-relative error per tensor, |a - b|_2 / |b|_2 <= 1e-4 (float32). Per tensor,
 because an elementwise relative error is meaningless at the near-zero entries every gradient
 has; 1e-4 is ~1000 float32 ulps: room for the two libraries' different reduction orders and
@@ -17,6 +22,7 @@ The PyTorch tests are skipped when torch is not installed (it is an optional dep
 pip install -r requirements-torch.txt).
 """
 import functools
+import inspect
 import os
 import re
 
@@ -27,6 +33,7 @@ import pytest
 
 import conftest
 from aumn_jax import losses
+from aumn_jax import memory
 from aumn_jax import models
 from aumn_jax import parallel
 from aumn_jax import train_step
@@ -43,6 +50,7 @@ requires_torch = pytest.mark.skipif(
     'requirements-torch.txt); the JAX/PyTorch parity tests need it')
 
 B, T, F, C = 4, 32, 12, 5
+D, L = 16, 4                       # model.dim, model.num_units
 TOL = 1e-4
 # Adam divides by sqrt(v): where a gradient entry is tiny, rounding differences are amplified
 # into the update itself, so the N-step parameter *changes* get a looser bound than the params.
@@ -61,8 +69,8 @@ def _config(head, center, tau_u, spec_units=False):
   if spec_units:
     c.model.unit_init, c.model.shared_classifier = 'lecun', False
   c.model.head = head
-  c.model.dim = 16
-  c.model.num_units = 4
+  c.model.dim = D
+  c.model.num_units = L
   c.model.topk_ratio = 4
   c.model.center_features = center
   c.model.tau_u = tau_u
@@ -151,7 +159,7 @@ def _torch_results(variant, **overrides):
     eval_out = model(batch['features'], batch['mask'])
   model.train()
   out = model(batch['features'], batch['mask'])
-  loss, aux = torch_aumn.total_loss(out, batch['labels'], batch['mask'], config.loss)
+  loss, aux = torch_aumn.total_loss(out, batch, config.loss)
   loss.backward()
   grads = {n: p.grad.clone() for n, p in model.named_parameters()}
   return model, loss, aux, out, grads, eval_out
@@ -254,7 +262,7 @@ def test_gemm_formulation_of_the_conv_matches():
   model = torch_aumn.from_flax(config, C, _jax_variables('aumn'), conv_impl='gemm')
   batch = _torch(_batch(0))
   t_out = model(batch['features'], batch['mask'])
-  torch_aumn.total_loss(t_out, batch['labels'], batch['mask'], config.loss)[0].backward()
+  torch_aumn.total_loss(t_out, batch, config.loss)[0].backward()
   for k in out:
     assert _rel(t_out[k].detach(), out[k]) <= TOL, k
   conv = grads['skeleton']['embedding']['conv']
@@ -301,3 +309,187 @@ def test_n_optimizer_steps_end_at_the_same_params_and_bank(variant, guide):
     assert np.max(np.abs(want - initial)) > 1e-4, name     # every tensor moved
     assert _rel(got, want) <= TOL, name
     assert _rel(got - initial, want - initial) <= STEP_DELTA_TOL, name
+
+
+# ---------------------------------------------------------------------------------------------
+# A tweak is one function: memory.py and losses.py against their mirrors, function by function.
+
+def _public_functions(module):
+  return sorted(name for name, f in vars(module).items()
+                if inspect.isfunction(f) and f.__module__ == module.__name__
+                and not name.startswith('_'))
+
+
+# Every public function of the two modules, so one added on the JAX side is a failing case here
+# until it has a mirror and a random-input case.
+MIRRORED = ([f'memory.{name}' for name in _public_functions(memory)]
+            + [f'losses.{name}' for name in _public_functions(losses)])
+_RNG = object()   # init_bank's key: jax.random.PRNGKey(0) / a seeded torch.Generator
+
+
+@functools.lru_cache(maxsize=None)
+def _function_cases():
+  """'module.name' -> argument tuples (NumPy arrays, dicts of them, Python values, configs):
+  the ragged masks of _batch (a 1-snippet video, zero snippets), attentions that are
+  distributions at valid snippets and 0 at padding, a unit that claimed nothing."""
+  rng = np.random.default_rng(7)
+  batch = _batch(0)
+  mask, labels = batch['mask'], batch['labels']
+  m = mask[..., None]
+  normal = lambda *shape: rng.normal(size=shape).astype(np.float32)
+  attention = lambda: (rng.dirichlet(np.ones(L), size=(B, T)) * m).astype(np.float32)
+  h = np.maximum(normal(B, T, D), 0) * m
+  h[1, 2:4] = 0.0
+  x = normal(B, T, D) * m
+  fg = rng.uniform(0.05, 0.95, (B, T)).astype(np.float32) * mask
+  bank = normal(L, D)
+  bank = bank / np.linalg.norm(bank, axis=-1, keepdims=True)
+  adapted = normal(B, L, D)
+  adapted = adapted / np.linalg.norm(adapted, axis=-1, keepdims=True)
+  mass = rng.uniform(0.1, 3.0, (B, L)).astype(np.float32)
+  mass[:, 2] = 0.0
+  gate = rng.uniform(size=(B, L)).astype(np.float32)
+  out_mil = {'cas': normal(B, T, C + 1) * m, 'cas_supp': normal(B, T, C + 1) * m, 'fg': fg,
+             'video_logits': normal(B, C + 1), 'video_logits_supp': normal(B, C + 1)}
+  out = {**out_mil, 'update_attn': attention(), 'read_attn': attention(),
+         'update_cos': rng.uniform(-1, 1, (B, T, L)).astype(np.float32) * m,
+         'memory_adapted': adapted, 'mass': mass}
+  loss_cfg = _config(*DEFAULT).loss
+  decaying = _config(*DEFAULT).loss
+  decaying.guide_steps, decaying.guide_form, decaying.guide_classes = 4, 'l1', 'all'
+  return {
+      'memory.safe_normalize': [(h,), (1e-4 * x, 0), (np.zeros((3, D), np.float32),)],
+      'memory.cosine': [(x, bank), (h, adapted)],
+      'memory.init_bank': [(_RNG, L, D)],
+      'memory.center': [(h, mask)],
+      'memory.update_attention': [(x, bank, mask, 0.1), (h, adapted, mask, 0.01)],
+      'memory.write_units': [(h, attention(), fg, mask)],
+      'memory.adapt_memory': [(bank, adapted, gate)],
+      'memory.update_bank': [(bank, adapted, mass, 0.3)],
+      'memory.read_attention': [(x, adapted, mask, 0.1)],
+      'memory.unit_classify': [(attention(), h, normal(L, D, C + 1), normal(L, C + 1))],
+      'memory.mean_abs_offdiag_cos': [(bank,), (adapted,)],
+      'losses.classification_loss': [(out, labels)],
+      'losses.diversity_loss': [(adapted,)],
+      'losses.homogeneity_loss': [(out['update_attn'], out['update_cos'], fg, mask)],
+      'losses.read_sparsity': [(out['read_attn'], mask)],
+      'losses.foreground_sparsity': [(fg, mask)],
+      'losses.guide_loss': [(out, mask), (out, mask, labels, 'bce', True),
+                            (out, mask, labels, 'l1', False), (out, mask, None, 'bce', False)],
+      'losses.guide_weight': [(loss_cfg, 0), (decaying, 0), (decaying, 3), (decaying, 9)],
+      'losses.diagnostics': [(out, mask), (out_mil, mask)],
+      'losses.total_loss': [(out, batch, loss_cfg), (out_mil, batch, decaying, 2)],
+  }
+
+
+def _to_jax(value):
+  if value is _RNG:
+    return jax.random.PRNGKey(0)
+  if isinstance(value, np.ndarray):
+    return jnp.asarray(value)
+  if isinstance(value, (tuple, dict)):
+    return (tuple(map(_to_jax, value)) if isinstance(value, tuple)
+            else {k: _to_jax(v) for k, v in value.items()})
+  return value
+
+
+def _to_torch(value):
+  if value is _RNG:
+    return torch.Generator().manual_seed(0)
+  if isinstance(value, np.ndarray):
+    return torch.from_numpy(value.copy())
+  if isinstance(value, (tuple, dict)):
+    return (tuple(map(_to_torch, value)) if isinstance(value, tuple)
+            else {k: _to_torch(v) for k, v in value.items()})
+  return value
+
+
+def _assert_close(got, want, where):
+  if isinstance(want, dict):
+    assert set(got) == set(want), where
+    for k in want:
+      _assert_close(got[k], want[k], f'{where}[{k!r}]')
+  elif isinstance(want, tuple):
+    assert isinstance(got, tuple) and len(got) == len(want), where
+    for i, (g, w) in enumerate(zip(got, want)):
+      _assert_close(g, w, f'{where}[{i}]')
+  else:
+    got = got.detach().numpy() if torch.is_tensor(got) else got
+    assert np.shape(got) == np.shape(want), where
+    assert _rel(got, want) <= TOL, f'{where}: relative error {_rel(got, want):.2e}'
+
+
+def _parameters(fn):
+  return [(p.name, p.default) for p in inspect.signature(fn).parameters.values()]
+
+
+def test_the_mirror_parametrization_is_not_empty():
+  """MIRRORED finds the modules' functions (a decorator hiding them would empty it silently)."""
+  assert 'memory.read_attention' in MIRRORED and 'losses.total_loss' in MIRRORED
+  assert len(MIRRORED) == len(set(MIRRORED)) >= 20
+
+
+@requires_torch
+@pytest.mark.parametrize('qualname', MIRRORED)
+def test_mirror_matches_jax_function_on_random_inputs(qualname):
+  """aumn_jax.<module>.<name> == torch_aumn.<name>: same parameters (names, order, defaults),
+  same values on random inputs. A formula tweaked on one side only fails here, by name."""
+  module_name, name = qualname.split('.')
+  jax_fn = getattr({'memory': memory, 'losses': losses}[module_name], name)
+  twin = getattr(torch_aumn, name, None)
+  assert twin is not None, f'aumn_jax.{qualname} has no mirror torch_aumn.{name}'
+  assert _parameters(twin) == _parameters(jax_fn), f'{qualname}: parameters differ'
+  cases = _function_cases()
+  assert qualname in cases, f'{qualname}: add its random-input case to _function_cases'
+  for i, args in enumerate(cases[qualname]):
+    want = jax.device_get(jax_fn(*_to_jax(args)))
+    got = twin(*_to_torch(args))
+    if name == 'init_bank':   # different generators: same shape, rows on the unit sphere
+      assert got.shape == want.shape and got.dtype == torch.float32
+      np.testing.assert_allclose(np.linalg.norm(got.numpy(), axis=-1), 1.0, rtol=1e-6)
+      np.testing.assert_allclose(np.linalg.norm(want, axis=-1), 1.0, rtol=1e-6)
+    else:
+      _assert_close(got, want, f'{qualname} case {i}')
+
+
+# Options aumn_jax implements and the twin does not (the twin's IMPLEMENTED lists what it does).
+_NOT_IMPLEMENTED = [
+    ('model.fg_input', 'features', models.FG_INPUTS),
+    ('model.input_norm', 'center', models.INPUT_NORMS),
+    ('compute_dtype', 'bfloat16', models.COMPUTE_DTYPES),
+]
+
+
+@requires_torch
+@pytest.mark.parametrize('key,value,jax_options', _NOT_IMPLEMENTED)
+def test_an_option_the_twin_does_not_implement_is_refused_in_one_line(key, value, jax_options):
+  assert value in jax_options        # a real option of the JAX model, not a typo
+  config = _config(*DEFAULT)
+  group, _, field = key.rpartition('.')
+  (config[group] if group else config)[field] = value
+  expected = (f'config.{key}={value!r}: not implemented by the PyTorch twin '
+              '(benchmarks/torch_aumn.py)')
+  for build in (lambda: torch_aumn.create_model(config, C),
+                lambda: torch_aumn.from_flax(config, C, _jax_variables('aumn'))):
+    with pytest.raises(ValueError) as e:
+      build()
+    assert str(e.value) == expected
+
+
+@requires_torch
+def test_a_config_key_the_twin_does_not_know_is_refused_where_it_enters():
+  """A field added to the config (a new tweak) is refused until the twin mirrors it."""
+  config = _config(*DEFAULT)
+  config.memory.rule = 'ema'
+  with pytest.raises(ValueError, match=r"^config\.memory\.rule='ema': not implemented by the "
+                     r'PyTorch twin \(benchmarks/torch_aumn\.py\)$'):
+    torch_aumn.create_model(config, C)
+  out, batch, _ = _function_cases()['losses.total_loss'][0]
+  config = _config(*DEFAULT)
+  config.loss.lambda_new = 0.5
+  with pytest.raises(ValueError, match=r'^config\.loss\.lambda_new=0\.5: not implemented'):
+    torch_aumn.total_loss(_to_torch(out), _to_torch(batch), config.loss)
+  config = _config(*DEFAULT)
+  config.optim.schedule = 'cosine'
+  with pytest.raises(ValueError, match=r"^config\.optim\.schedule='cosine': not implemented"):
+    torch_aumn.make_optimizer(torch_aumn.create_model(config, C), config.optim)

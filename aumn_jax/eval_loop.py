@@ -49,14 +49,15 @@ def predict(eval_fn, state, split, config: ml_collections.ConfigDict,
 
 
 def _collect(outputs, result, index, split) -> None:
-  """Adds a gathered eval batch to `outputs`, each row cut to its video's length."""
+  """Adds a gathered eval batch (train_step.eval_step's structure) to `outputs`: per-snippet
+  outputs cut to the video's length, per-video ones as they are; one flat dict per video."""
   for row, video_index in enumerate(index):
     if video_index < 0:
       continue
     length = int(split.lengths[video_index])
     outputs[split.video_ids[video_index]] = {
-        key: (value[row, :length] if value.ndim >= 3 or key == 'fg' else value[row])
-        for key, value in result.items()}
+        **{k: v[row, :length] for k, v in result['per_snippet'].items()},
+        **{k: v[row] for k, v in result['per_video'].items()}}
 
 
 def localize_and_evaluate(outputs, split, config: ml_collections.ConfigDict):

@@ -70,18 +70,23 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-  """Per-snippet outputs for localization: stored bank, no update, fixed shapes + mask."""
+def eval_step(state: TrainState, batch: dict[str, jax.Array]
+              ) -> dict[str, dict[str, jax.Array]]:
+  """Outputs for localization and plots: stored bank, no update, fixed shapes + mask.
+
+  {'per_snippet': {name: [B, T, ...]}, 'per_video': {name: [B, ...]}}: where an output sits
+  says how it is cut to a video (eval_loop.predict), so a new output cannot be cut wrong.
+  """
   out = state.apply_fn({'params': state.params, 'memory': state.memory},
                        batch['features'], batch['mask'], train=False)
-  result = {
+  per_snippet = {
       'cas_probs': jax.nn.softmax(out['cas_supp'], axis=-1),   # SPEC §5: suppressed branch
-      'video_probs': jax.nn.softmax(out['video_logits_supp'], axis=-1),
       'fg': out['fg'],
   }
   if 'read_attn' in out:
-    result['read_attn'] = out['read_attn']
-  return result
+    per_snippet['read_attn'] = out['read_attn']
+  per_video = {'video_probs': jax.nn.softmax(out['video_logits_supp'], axis=-1)}
+  return {'per_snippet': per_snippet, 'per_video': per_video}
 
 
 def jit_steps(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):

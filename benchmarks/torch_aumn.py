@@ -597,20 +597,20 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
 
 
 def eval_outputs(model: nn.Module, features: torch.Tensor, mask: torch.Tensor
-                 ) -> Dict[str, torch.Tensor]:
-  """What train_step.eval_step returns: softmaxed suppressed CAS and video scores, fg."""
+                 ) -> Dict[str, Dict[str, torch.Tensor]]:
+  """What train_step.eval_step returns: {'per_snippet': softmaxed suppressed CAS, fg (and the
+  read attention), 'per_video': softmaxed suppressed video scores}."""
   out = model(features, mask)
-  result = {'cas_probs': torch.softmax(out['cas_supp'], -1),
-            'video_probs': torch.softmax(out['video_logits_supp'], -1),
-            'fg': out['fg']}
+  per_snippet = {'cas_probs': torch.softmax(out['cas_supp'], -1), 'fg': out['fg']}
   if 'read_attn' in out:
-    result['read_attn'] = out['read_attn']
-  return result
+    per_snippet['read_attn'] = out['read_attn']
+  return {'per_snippet': per_snippet,
+          'per_video': {'video_probs': torch.softmax(out['video_logits_supp'], -1)}}
 
 
 @torch.no_grad()
 def eval_step(model: nn.Module, features: torch.Tensor, mask: torch.Tensor,
-              outputs_fn=eval_outputs) -> Dict[str, torch.Tensor]:
+              outputs_fn=eval_outputs) -> Dict[str, Dict[str, torch.Tensor]]:
   """Inference: the stored bank, no update, no autograd (outputs_fn may be compiled)."""
   model.eval()
   return outputs_fn(model, features, mask)

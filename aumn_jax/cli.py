@@ -7,6 +7,7 @@ into `error: interrupted`, status 130. Anything else is a bug: one line first (`
 unexpected ...`, exit 1), its traceback appended to W/errors.log (or a temp file).
 Imports no JAX (evaluate.py's file mode is NumPy only).
 """
+import errno
 import functools
 import os
 import sys
@@ -61,6 +62,10 @@ def _check_config_files() -> None:
            f'import); the configs are {", ".join("configs/" + f for f in known)}', status=2)
 
 
+# OSErrors that say what the machine lacks, not what the code did wrong.
+_MACHINE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
 def user_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
   """Decorates an entry point's main: an errors.UserError becomes `error: ...`, exit 1."""
 
@@ -72,13 +77,25 @@ def user_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], None
       fail(str(e))
     except KeyboardInterrupt:  # Ctrl-C outside a training loop, or a second one inside it
       fail('interrupted', status=130)
+    except OSError as e:
+      if e.errno not in _MACHINE_ERRNOS:
+        _fail_unexpected(e)
+      # The machine, not the code: a full disk, a read-only or forbidden directory. What was
+      # written is whole (atomic writes, checkpoints): rerunning the same command resumes.
+      fail(f'{e.filename or "a file"}: {e.strerror}; fix that and rerun the same command '
+           '(a run resumes from its last checkpoint)')
     except Exception as e:  # pylint: disable=broad-except  (a bug: the line first, then a file)
-      path = _write_traceback()
-      detail = ' '.join(str(e).split())[:300]
-      fail(f'unexpected {type(e).__name__}: {detail} (a bug, not your input; the traceback '
-           f'is in {path})')
+      _fail_unexpected(e)
 
   return guarded
+
+
+def _fail_unexpected(e: BaseException) -> None:
+  """A bug: one line, the traceback in a file (_write_traceback); exits 1."""
+  path = _write_traceback()
+  detail = ' '.join(str(e).split())[:300]
+  fail(f'unexpected {type(e).__name__}: {detail} (a bug, not your input; the traceback '
+       f'is in {path})')
 
 
 def _write_traceback() -> str:

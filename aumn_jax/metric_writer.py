@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 import jax
 
+from aumn_jax import errors
 from aumn_jax import files
 
 
@@ -71,9 +72,23 @@ class MetricWriter:
         f.write(json.dumps(line) + '\n')
 
   def close(self) -> None:
-    if self.enabled:
+    """Closes both files. On a full disk their final flush fails: that is left unreported
+    (the write that hit it was already reported), and TensorBoard's event writer is marked
+    closed so that tensorboardX does not retry the flush at exit with a traceback."""
+    if not self.enabled:
+      return
+    try:
       self._jsonl.close()
+    except OSError:
+      pass
+    try:
       self._tb.close()
+    except OSError:  # what tensorboardX's close does after its failed flush, minus the flush
+      # pylint: disable=protected-access
+      event_writer = getattr(getattr(self._tb, 'file_writer', None), 'event_writer', None)
+      if event_writer is not None and not event_writer._closed:
+        event_writer._worker.stop()
+        event_writer._closed = True
 
 
 def _to_json(value: Any) -> Any:
@@ -85,11 +100,26 @@ def _to_json(value: Any) -> Any:
 
 
 def _truncate_after(path: str, step: int) -> None:
-  """Keeps the lines of `path` whose step is <= `step` (atomically; absent file: nothing)."""
+  """Keeps the lines of `path` whose step is <= `step` (atomically; absent file: nothing).
+
+  A last line cut short (a full disk or a kill mid-write) is dropped; a damaged line before
+  it is an error naming the file and the line."""
   if not os.path.exists(path):
     return
-  with open(path, encoding='utf-8') as f:
+  with open(path, encoding='utf-8', errors='replace') as f:
     lines = f.readlines()
-  kept = [l for l in lines if l.strip() and json.loads(l)['step'] <= step]
-  if len(kept) != len(lines):
+  kept = []
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except ValueError:
+      if number == len(lines):
+        continue
+      raise errors.TrainingError(
+          f'{path}: line {number} is not JSON; move the file aside to start a new log') from None
+    if record['step'] <= step:
+      kept.append(line if line.endswith('\n') else line + '\n')
+  if kept != lines:
     files.write_atomic(path, ''.join(kept))

@@ -162,9 +162,14 @@ def _train(config, workdir, mesh, train_split, eval_split) -> dict[str, Any]:
   manager = checkpointing.create_manager(workdir, log=log)
   start_step, state = checkpointing.restore_latest(manager, state, log=log)
   writer = metric_writer.MetricWriter(workdir, resume_step=start_step)
-  writer.write_config(config)  # only allowed changes reach it; their history: resumes.jsonl
+  try:
+    writer.write_config(config)  # only allowed changes reach it; their history: resumes.jsonl
+    if start_step:
+      writer.write_resume(start_step, changed)
+  except BaseException:
+    writer.close()
+    raise
   if start_step:
-    writer.write_resume(start_step, changed)
     print(f'Resumed from {workdir}/checkpoints at step {start_step}'
           + (f' (changed: {", ".join(changed)})' if changed else ''), flush=True)
   train_fn, eval_fn = train_step_lib.jit_steps(config, mesh)

@@ -27,6 +27,29 @@ def pytest_configure(config):
   config.addinivalue_line('markers', 'slow: long-running test (still run in CI)')
 
 
+@pytest.fixture
+def tmpfs(tmp_path):
+  """mount(size) -> a fresh tmpfs of that size ('1m', '64m'): a real disk that fills (ENOSPC
+  from the kernel). Skips the test where mounting is not allowed (needs root or
+  CAP_SYS_ADMIN); unmounted afterwards."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  mounted = []
+
+  def mount(size):
+    target = tmp_path / f'tmpfs{len(mounted)}'
+    target.mkdir()
+    made = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(target)],
+                          capture_output=True, text=True, check=False)
+    if made.returncode:
+      pytest.skip(f'cannot mount a tmpfs here ({made.stderr.strip()}): full-disk case untested')
+    mounted.append(target)
+    return target
+
+  yield mount
+  for target in mounted:
+    subprocess.run(['umount', str(target)], check=True)
+
+
 @pytest.fixture(scope='session')
 def tiny_data_dir(tmp_path_factory):
   """The synthetic `tiny` preset, generated and built once per test session (UM layout)."""

@@ -3,8 +3,10 @@ import os
 
 import pytest
 
+from aumn_jax import errors
 from aumn_jax import files
 from aumn_jax import formats
+from aumn_jax import metric_writer
 
 
 def test_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
@@ -37,3 +39,15 @@ def test_a_missing_directory_is_an_oserror_and_creates_nothing(tmp_path):
   with pytest.raises(OSError):
     files.write_atomic(tmp_path / 'nope' / 'x.json', '{}')
   assert os.listdir(tmp_path) == []
+
+
+def test_metrics_log_drops_a_line_cut_short_and_names_a_damaged_one(tmp_path):
+  """metric_writer on resume: a last line cut short (a full disk, a kill mid-write) goes; a
+  damaged line before it is one error naming the file and the line."""
+  path = tmp_path / 'metrics.jsonl'
+  path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+  metric_writer.MetricWriter(str(tmp_path), resume_step=2, enabled=True).close()
+  assert path.read_text() == '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n'
+  path.write_text('{"step": 1, "loss": 2.0}\n{"ste\n{"step": 2, "loss": 1.5}\n')
+  with pytest.raises(errors.TrainingError, match=r'metrics.jsonl: line 2 is not JSON'):
+    metric_writer.MetricWriter(str(tmp_path), resume_step=2, enabled=True)

@@ -73,8 +73,9 @@ def localize_and_evaluate(outputs, split, config: ml_collections.ConfigDict):
     out = outputs[video_id]
     scores = localization.snippet_scores(out['cas_probs'], out['fg'],
                                          config.localization.score)
-    videos.append((video_id, scores, out['video_probs'], meta['fps'],
-                   meta['snippet_stride'], meta['duration']))
+    videos.append(localization.VideoScores(
+        video_id, scores, out['video_probs'], fps=meta['fps'],
+        snippet_stride=meta['snippet_stride'], duration=meta['duration']))
   results = localization.localize(videos, config.localization, split.class_names)
   ground_truth = formats.load_ground_truth(
       data.ground_truth(split, config.data.eval_split), subset=config.data.eval_split)

@@ -53,7 +53,7 @@ Decisions where SPEC / BaS-Net leave room (each is tested in tests/localization_
   higher than every earlier one, so it could never survive the per-video cut.
 """
 import math
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -314,13 +314,22 @@ def localize_video(cas_probs: np.ndarray, video_probs: np.ndarray, *, fps: float
            'segment': [float(segs[i, 0]), float(segs[i, 1])]} for i in top]
 
 
-def localize(videos: Iterable[tuple[str, np.ndarray, np.ndarray, float, int, float]],
-             cfg: Any, class_names: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+class VideoScores(NamedTuple):
+  """One video's input to `localize`: what `localize_video` takes, named."""
+  video_id: str
+  cas_probs: np.ndarray     # [T, C+1] per-snippet scores (snippet_scores)
+  video_probs: np.ndarray   # [C+1] video-level class probabilities
+  fps: float
+  snippet_stride: int       # frames per snippet
+  duration: float           # seconds
+
+
+def localize(videos: Iterable[VideoScores], cfg: Any,
+             class_names: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
   """Localizes a split.
 
   Args:
-    videos: (video_id, cas_probs [T, C+1], video_probs [C+1], fps, snippet_stride, duration)
-      per video, as `localize_video` takes them.
+    videos: a VideoScores per video.
     cfg: `config.localization`.
     class_names: the C action class names.
 
@@ -328,13 +337,13 @@ def localize(videos: Iterable[tuple[str, np.ndarray, np.ndarray, float, int, flo
     {video_id: localize_video(...)}, the results dict `formats.write_proposals` exports.
   """
   results = {}
-  for video_id, cas_probs, video_probs, fps, stride, duration in videos:
-    if video_id in results:
-      raise ValueError(f'video {video_id!r} appears twice')
+  for v in videos:
+    if v.video_id in results:
+      raise ValueError(f'video {v.video_id!r} appears twice')
     try:
-      results[video_id] = localize_video(
-          cas_probs, video_probs, fps=fps, snippet_stride=stride, duration=duration,
-          cfg=cfg, class_names=class_names)
+      results[v.video_id] = localize_video(
+          v.cas_probs, v.video_probs, fps=v.fps, snippet_stride=v.snippet_stride,
+          duration=v.duration, cfg=cfg, class_names=class_names)
     except ValueError as e:
-      raise ValueError(f'video {video_id!r}: {e}') from None
+      raise ValueError(f'video {v.video_id!r}: {e}') from None
   return results

@@ -21,7 +21,7 @@ config_checks.py.
 import os
 import signal
 import time
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
 import ml_collections
@@ -33,6 +33,7 @@ from aumn_jax import config_checks
 from aumn_jax import data
 from aumn_jax import errors
 from aumn_jax import eval_loop
+from aumn_jax import evaluation
 from aumn_jax import files
 from aumn_jax import formats
 from aumn_jax import input_pipeline
@@ -42,6 +43,14 @@ from aumn_jax import plotting
 from aumn_jax import train_step as train_step_lib
 
 LOCK_FILE = '.lock'  # W/.lock: held by process 0 for the whole run
+
+
+class _Evaluated(NamedTuple):
+  """One evaluation of the run: per-video model outputs, the localized results, their mAP."""
+  step: int
+  outputs: dict[str, dict[str, np.ndarray]]
+  results: dict[str, list[dict[str, Any]]]
+  scored: evaluation.Evaluation
 
 
 class _Preemption:
@@ -182,7 +191,7 @@ def _train(config, workdir, mesh, train_split, eval_split) -> dict[str, Any]:
       metrics = scored.to_dict()
       writer.write(step, {k: metrics[k] for k in ('map', 'average_map', 'tiou_thresholds')},
                    prefix='eval/')
-    return step, outputs, results, scored
+    return _Evaluated(step, outputs, results, scored)
 
   iterator = input_pipeline.TrainIterator(
       train_split, start_step, seed=config.seed, global_batch_size=config.batch_size,
@@ -193,7 +202,7 @@ def _train(config, workdir, mesh, train_split, eval_split) -> dict[str, Any]:
   progress = tqdm.tqdm(total=config.num_train_steps, initial=start_step, unit='step',
                        disable=jax.process_index() != 0, dynamic_ncols=True)
   step = start_step
-  last_eval = None  # (step, outputs, results, Evaluation) of the latest evaluation
+  last_eval: Optional[_Evaluated] = None  # the latest evaluation
   last_log_time, last_log_step = time.perf_counter(), start_step
   profiler = _Profiler(os.path.join(workdir, 'profile'), *config.profile_steps)
   try:
@@ -228,22 +237,22 @@ def _train(config, workdir, mesh, train_split, eval_split) -> dict[str, Any]:
         if eval_now:
           progress.set_description_str('evaluating', refresh=True)
           last_eval = evaluate_now(step)
-          progress.write(f'step {step}: average mAP {100 * last_eval[3].average_map:.2f}')
+          progress.write(f'step {step}: average mAP {100 * last_eval.scored.average_map:.2f}')
           progress.set_description_str('', refresh=False)
           progress.unpause()  # the ETA and steps/s leave the evaluation's time out
           last_log_time = time.perf_counter()
         if save_now:
           checkpointing.save(manager, step, state, metrics=(
-              {checkpointing.BEST_METRIC: last_eval[3].average_map} if eval_now else None))
+              {checkpointing.BEST_METRIC: last_eval.scored.average_map} if eval_now else None))
         if stop and not last:
           checkpointing.wait_for_saves(manager)
           name = preemption.requested or 'SIGTERM'  # (another process's signal)
           progress.write(f'{name}: saved a checkpoint at step {step}; rerun to resume')
           return {'step': step, 'preempted': True, 'signal': name}
-    if last_eval is None or last_eval[0] != step:  # rerun of a finished run: nothing trained
+    if last_eval is None or last_eval.step != step:  # rerun of a finished run: nothing trained
       # No second line for this step when the finished run's evaluation is logged already.
       last_eval = evaluate_now(step, log=not writer.has(step, 'average_map'))
-    _, outputs, results, scored = last_eval
+    outputs, results, scored = last_eval.outputs, last_eval.results, last_eval.scored
     checkpointing.wait_for_saves(manager)  # the best step's metrics are readable once saved
     best = manager.best_step()
     best_map = manager.metrics(best)[checkpointing.BEST_METRIC] if best is not None else None

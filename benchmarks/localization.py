@@ -86,9 +86,9 @@ def synthetic_video(t, rng, kind):
 def candidate_runs(videos, cfg):
   """Distinct threshold runs before NMS (what the NMS stage has to sort through)."""
   total = 0
-  for _, cas, video_probs, _, _, _ in videos:
-    classes = localization.select_classes(video_probs, NUM_CLASSES, cfg.class_threshold)
-    up = localization.upsample(cas[:, classes], int(cfg.scale)).T
+  for v in videos:
+    classes = localization.select_classes(v.video_probs, NUM_CLASSES, cfg.class_threshold)
+    up = localization.upsample(v.cas_probs[:, classes], int(cfg.scale)).T
     total += localization.find_runs(up, cfg.thresholds)[0].size
   return total
 
@@ -114,9 +114,11 @@ def main(argv):
     videos = []
     for i, (t, duration) in enumerate(zip(lengths, seconds)):
       cas, video_probs = synthetic_video(int(t), rng, kind)
-      videos.append((f'v{i}', cas, video_probs, FPS, STRIDE, float(duration)))
+      videos.append(localization.VideoScores(f'v{i}', cas, video_probs, FPS, STRIDE,
+                                             float(duration)))
     runs = candidate_runs(videos, base)
-    n_classes = sum(localization.select_classes(v[2], NUM_CLASSES, base.class_threshold).size
+    n_classes = sum(localization.select_classes(v.video_probs, NUM_CLASSES,
+                                                base.class_threshold).size
                     for v in videos)
     for nms_mode in ('nms', 'soft_nms'):
       cfg = thumos.get_config().localization

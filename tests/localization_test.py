@@ -307,8 +307,8 @@ def test_nothing_above_the_thresholds_gives_no_proposals():
 
 def test_localize_uses_each_videos_fps():
   cas = _cas([0.1, 0.9, 0.1])
-  videos = [('a', cas, np.array([0.9, 0.1]), 25.0, 16, 10.0),
-            ('b', cas, np.array([0.9, 0.1]), 30.0, 16, 10.0)]
+  videos = [localization.VideoScores('a', cas, np.array([0.9, 0.1]), 25.0, 16, 10.0),
+            localization.VideoScores('b', cas, np.array([0.9, 0.1]), 30.0, 16, 10.0)]
   got = localization.localize(videos, _cfg(), _names(1))
   assert list(got) == ['a', 'b']
   np.testing.assert_allclose(got['a'][0]['segment'], [0.64, 1.28])
@@ -316,8 +316,9 @@ def test_localize_uses_each_videos_fps():
   with pytest.raises(ValueError, match="'a' appears twice"):
     localization.localize(videos + videos[:1], _cfg(), _names(1))
   with pytest.raises(ValueError, match="video 'b'"):
-    localization.localize([videos[0], ('b', cas, np.array([0.9]), 30.0, 16, 10.0)],
-                          _cfg(), _names(1))
+    localization.localize(
+        [videos[0], localization.VideoScores('b', cas, np.array([0.9]), 30.0, 16, 10.0)],
+        _cfg(), _names(1))
 
 
 def test_thumos_config_on_a_random_video():
@@ -343,8 +344,8 @@ def test_export_round_trip_and_perfect_map(tmp_path):
   # reads back must match it at every tIoU. Video b's last snippet overhangs its duration.
   cas_a = _cas([0.1, 0.9, 0.9, 0.1, 0.1, 0.1], [0.1] * 6)
   cas_b = _cas([0.1] * 5, [0.1, 0.1, 0.1, 0.1, 0.9])
-  videos = [('a', cas_a, np.array([0.9, 0.01, 0.09]), 25.0, 16, 3.84),
-            ('b', cas_b, np.array([0.01, 0.9, 0.09]), 30.0, 16, 2.6)]
+  videos = [localization.VideoScores('a', cas_a, np.array([0.9, 0.01, 0.09]), 25.0, 16, 3.84),
+            localization.VideoScores('b', cas_b, np.array([0.01, 0.9, 0.09]), 30.0, 16, 2.6)]
   path = tmp_path / 'proposals.json'
   results = localization.localize(videos, _cfg(scale=24), _names(2))
   formats.write_proposals(str(path), results)

@@ -56,17 +56,23 @@ class _Evaluated(NamedTuple):
 class _Preemption:
   """Turns SIGTERM and Ctrl-C (SIGINT) into a flag the loop checks between steps.
 
-  All processes agree on it. A second Ctrl-C is not caught: it interrupts at once.
+  All processes agree on it. One process: our handlers. Several: SIGTERM (a scheduler's
+  preemption notice, to any one process) goes to JAX's preemption service, which the
+  distributed runtime sets up and which picks the step all processes stop at
+  (multihost_utils.reached_preemption_sync_point, a local check every step); Ctrl-C is ours,
+  agreed on by an allgather every `every` steps. A second Ctrl-C is not caught: it
+  interrupts at once.
   """
-
-  SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
     self.requested = None  # the name of the first signal received
     self._previous = {}
 
   def __enter__(self):
-    for signum in self.SIGNALS:
+    signals = [signal.SIGINT]
+    if jax.process_count() == 1:
+      signals.append(signal.SIGTERM)
+    for signum in signals:
       try:
         self._previous[signum] = signal.signal(signum, self._handle)
       except ValueError:  # not the main thread (e.g. a test runner's worker): no handler
@@ -79,13 +85,17 @@ class _Preemption:
       signal.signal(signal.SIGINT, signal.default_int_handler)
 
   def should_stop(self, step: int, every: int) -> bool:
-    """Single process: at once. Several: every `every` steps, when they agree over one
-    allgather (a blocking collective, so not every step; a signal waits at most `every`)."""
+    """Call at every step. Single process: at once. Several: SIGTERM at the step JAX's
+    preemption service agreed on; Ctrl-C every `every` steps, when the processes agree over
+    one allgather (a blocking collective, so not every step)."""
     if jax.process_count() == 1:
       return self.requested is not None
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    if multihost_utils.reached_preemption_sync_point(step):
+      self.requested = self.requested or 'SIGTERM'
+      return True
     if step % every:
       return False
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     return bool(np.any(multihost_utils.process_allgather(np.array(self.requested is not None))))
 
   def __exit__(self, *exc):

@@ -345,6 +345,39 @@ def test_two_processes_equal_one_process(tiny_data_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(tiny_data_dir, tmp_path):
+  """A preemption notice to process 1 only: JAX's preemption service picks the step, both
+  processes save it together and exit 0; the checkpoint is that step."""
+  workdir = str(tmp_path / 'w')
+  code = _WORKER.format(data_dir=tiny_data_dir, workdir=workdir, steps=100000)
+  port = 20000 + (os.getpid() + 7) % 20000
+  procs = [subprocess.Popen(
+      [sys.executable, '-c', code], cwd=TESTS, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      env=_worker_env(2, AUMN_COORDINATOR=f'127.0.0.1:{port}', AUMN_NUM_PROCESSES='2',
+                      AUMN_PROCESS_ID=str(i))) for i in range(2)]
+  metrics = os.path.join(workdir, 'metrics.jsonl')
+  deadline = time.time() + 300
+  while not (os.path.exists(metrics) and os.path.getsize(metrics)) and time.time() < deadline:
+    if any(p.poll() is not None for p in procs):
+      break
+    time.sleep(0.5)
+  procs[1].send_signal(signal.SIGTERM)
+  outputs = []
+  for p in procs:
+    try:
+      outputs.append(p.communicate(timeout=300)[0].decode())
+    except subprocess.TimeoutExpired:
+      for q in procs:
+        q.kill()
+      pytest.fail('the processes did not stop together')
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out[-3000:]
+  step = int(outputs[0].split('SIGTERM: saved a checkpoint at step ')[1].split(';')[0])
+  manager = checkpointing.create_manager(workdir, read_only=True)
+  assert manager.latest_step() == step > 0
+
+
+@pytest.mark.slow
 def test_sigterm_saves_and_the_rerun_resumes(tiny_data_dir, tmp_path):
   workdir = str(tmp_path)
   code = _WORKER.format(data_dir=tiny_data_dir, workdir=workdir, steps=100000)

@@ -6,6 +6,9 @@ Params: D=512, L=16, C=200: unit classifiers L*D*(C+1) = 1.65M (with D=2048, L=6
         be 26M, for videos of ~100 snippets), embedding 3*F*D = 3.1M.
 ActivityNet videos are short in snippets (median ~100), hence fewer snippets per clip, a
 smaller top-k ratio and the ActivityNet tIoU thresholds 0.50:0.05:0.95.
+Expect: not measured on the real features (they cannot be downloaded here). The synthetic
+        ActivityNet-like regime (docs/robustness.md; configs/synthetic.py's model, 300 steps):
+        avg mAP 0.1:0.7 mil 40.6 +- 1.6, AUMN 42.3 +- 4.7, about 7 min per run on one CPU core.
 """
 import ml_collections
 import numpy as np

@@ -73,3 +73,17 @@ def test_nothing_edits_sys_path():
           and isinstance(target.value, ast.Name) and target.value.id == 'sys'):
         offenders.append(f'{os.path.relpath(path, REPO)}:{node.lineno}')
   assert not offenders
+
+
+def test_library_modules_stay_small_and_every_config_says_what_to_expect():
+  """No module of aumn_jax/ over ~500 lines (issue 11); every config's docstring has an
+  `Expect:` paragraph (measured time and mAP, or why there is none)."""
+  for path in _python_files('aumn_jax'):
+    with open(path, encoding='utf-8') as f:
+      assert sum(1 for _ in f) <= 520, path
+  for path in _python_files('configs'):
+    if os.path.basename(path) == '__init__.py':
+      continue
+    with open(path, encoding='utf-8') as f:
+      docstring = ast.get_docstring(ast.parse(f.read())) or ''
+    assert '\nExpect: ' in docstring, path

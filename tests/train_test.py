@@ -313,27 +313,37 @@ def _worker_env(devices, **extra):
   return env
 
 
+def _start_two_processes(code, port):
+  """Two worker processes x 2 devices, jax.distributed on 127.0.0.1:port."""
+  return [subprocess.Popen(
+      [sys.executable, '-c', code], cwd=TESTS, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      env=_worker_env(2, AUMN_COORDINATOR=f'127.0.0.1:{port}', AUMN_NUM_PROCESSES='2',
+                      AUMN_PROCESS_ID=str(i))) for i in range(2)]
+
+
+def _finish_all(procs, timeout, timeout_message):
+  """Every process's output; all must exit 0 within `timeout` (else all are killed)."""
+  outputs = []
+  for p in procs:
+    try:
+      outputs.append(p.communicate(timeout=timeout)[0].decode())
+    except subprocess.TimeoutExpired:
+      for q in procs:
+        q.kill()
+      pytest.fail(timeout_message)
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out[-3000:]
+  return outputs
+
+
 @pytest.mark.slow
 def test_two_processes_equal_one_process(tiny_data_dir, tmp_path):
   """2 processes x 2 devices (jax.distributed on 127.0.0.1) == 1 process x 4 devices."""
   config = conftest.tiny_config(tiny_data_dir)
   workdir_mp = str(tmp_path / 'two_processes')
   code = _WORKER.format(data_dir=tiny_data_dir, workdir=workdir_mp, steps=4)
-  port = 20000 + os.getpid() % 20000
-  procs = [subprocess.Popen(
-      [sys.executable, '-c', code], cwd=TESTS, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-      env=_worker_env(2, AUMN_COORDINATOR=f'127.0.0.1:{port}', AUMN_NUM_PROCESSES='2',
-                      AUMN_PROCESS_ID=str(i))) for i in range(2)]
-  outputs = []
-  for p in procs:
-    try:
-      outputs.append(p.communicate(timeout=600)[0].decode())
-    except subprocess.TimeoutExpired:
-      for q in procs:
-        q.kill()
-      pytest.fail('multi-process run timed out')
-  for p, out in zip(procs, outputs):
-    assert p.returncode == 0, out[-3000:]
+  procs = _start_two_processes(code, port=20000 + os.getpid() % 20000)
+  _finish_all(procs, 600, 'multi-process run timed out')
 
   workdir_sp = str(tmp_path / 'one_process')
   train_loop.train_and_evaluate(config, workdir_sp, mesh=parallel.make_mesh(jax.devices()[:4]))
@@ -350,11 +360,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(tiny_data_dir, t
   processes save it together and exit 0; the checkpoint is that step."""
   workdir = str(tmp_path / 'w')
   code = _WORKER.format(data_dir=tiny_data_dir, workdir=workdir, steps=100000)
-  port = 20000 + (os.getpid() + 7) % 20000
-  procs = [subprocess.Popen(
-      [sys.executable, '-c', code], cwd=TESTS, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-      env=_worker_env(2, AUMN_COORDINATOR=f'127.0.0.1:{port}', AUMN_NUM_PROCESSES='2',
-                      AUMN_PROCESS_ID=str(i))) for i in range(2)]
+  procs = _start_two_processes(code, port=20000 + (os.getpid() + 7) % 20000)
   metrics = os.path.join(workdir, 'metrics.jsonl')
   deadline = time.time() + 300
   while not (os.path.exists(metrics) and os.path.getsize(metrics)) and time.time() < deadline:
@@ -362,16 +368,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(tiny_data_dir, t
       break
     time.sleep(0.5)
   procs[1].send_signal(signal.SIGTERM)
-  outputs = []
-  for p in procs:
-    try:
-      outputs.append(p.communicate(timeout=300)[0].decode())
-    except subprocess.TimeoutExpired:
-      for q in procs:
-        q.kill()
-      pytest.fail('the processes did not stop together')
-  for p, out in zip(procs, outputs):
-    assert p.returncode == 0, out[-3000:]
+  outputs = _finish_all(procs, 300, 'the processes did not stop together')
   step = int(outputs[0].split('SIGTERM: saved a checkpoint at step ')[1].split(';')[0])
   manager = checkpointing.create_manager(workdir, read_only=True)
   assert manager.latest_step() == step > 0

@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 
 import jax
 import orbax.checkpoint as ocp
+from jax.sharding import NamedSharding, PartitionSpec as P
 from orbax.checkpoint import checkpoint_managers
 
 from aumn_jax import errors
@@ -124,10 +125,31 @@ def _save_failed(manager: ocp.CheckpointManager, e: Exception) -> errors.Trainin
 
 
 def restore(manager: ocp.CheckpointManager, step: int, target: Any) -> Any:
-  """Restores `step` into the structure, shapes and shardings of `target` (a live state)."""
+  """Restores `step` into the structure, shapes and shardings of `target` (a live state).
+
+  A single-seed target ([1, ...] leaves) also restores a checkpoint written before states
+  carried a seed axis (leaves without it), so such runs resume instead of starting over.
+  """
+  if _saved_without_seed_axis(manager, step, target):
+    unstacked = jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+        x.shape[1:], x.dtype, sharding=NamedSharding(x.sharding.mesh, P())), target)
+    old = manager.restore(step, args=ocp.args.StandardRestore(unstacked))
+    return jax.tree.map(lambda x, t: jax.device_put(x[None], t.sharding), old, target)
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
   return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
+
+def _saved_without_seed_axis(manager: ocp.CheckpointManager, step: int, target: Any) -> bool:
+  """Whether checkpoint `step` holds `target`'s arrays without their leading axis of 1."""
+  leaves = jax.tree.leaves(target)
+  if not leaves or any(x.ndim == 0 or x.shape[0] != 1 for x in leaves):
+    return False
+  try:
+    saved = jax.tree.leaves(manager.item_metadata(step), is_leaf=lambda x: hasattr(x, 'shape'))
+  except Exception:  # pylint: disable=broad-except  (restore reports what is wrong with it)
+    return False
+  return (sorted(tuple(getattr(x, 'shape', ())) for x in saved)
+          == sorted(tuple(x.shape[1:]) for x in leaves))
 
 
 def restore_latest(manager: ocp.CheckpointManager, target: Any,

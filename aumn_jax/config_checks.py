@@ -33,6 +33,9 @@ def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
        f'config.data.sampling={config.data.sampling!r}: not one of {SAMPLINGS}'),
       (config.data.dataset in data.DATASETS,
        f'config.data.dataset={config.data.dataset!r}: not one of {data.DATASETS}'),
+      (isinstance(config.num_seeds, int) and config.num_seeds > 0,
+       f'config.num_seeds={config.num_seeds!r}: must be an integer > 0'),
+      (config.seed >= 0, f'config.seed={config.seed}: must be >= 0'),
       (config.batch_size > 0, f'config.batch_size={config.batch_size}: must be > 0'),
       (config.data.eval_batch_size > 0,
        f'config.data.eval_batch_size={config.data.eval_batch_size}: must be > 0'),
@@ -101,7 +104,7 @@ MAY_CHANGE = ('num_train_steps', 'log_every_steps', 'eval_every_steps', 'checkpo
 # Training settings added after runs existed, with the value that reproduces what the code did
 # before them: a run recorded without the key was trained with that value.
 ADDED_LATER = {'model.unit_init': 'lecun', 'model.shared_classifier': False,
-               'loss.guide_center': False, 'compute_dtype': 'float32'}
+               'loss.guide_center': False, 'compute_dtype': 'float32', 'num_seeds': 1}
 
 
 def _flatten(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:

@@ -6,6 +6,11 @@ them (evaluation.py); `write_results` writes proposals_<split>.json, the ground 
 were scored against and results.json (formats.py), and prints the table. `evaluate_checkpoint`
 is evaluate.py's path: restore a checkpoint of a workdir and do the same, so its numbers equal
 the in-training evaluation of that checkpoint. train_loop.py keeps only the cadence.
+
+Several seeds (config.num_seeds = N > 1): `predict` returns one output dict per seed, each seed
+is localized and scored alone, `summarize` gives the mean and sample std over seeds, and
+`write_results` writes each seed's files into W/seed_<seed>/ (what a single run of that seed
+writes into W) beside W/results.json holding the mean ± std and `per_seed`.
 """
 import os
 from typing import Any, Optional
@@ -27,14 +32,15 @@ from aumn_jax import train_step as train_step_lib
 
 
 def predict(eval_fn, state, split, config: ml_collections.ConfigDict,
-            mesh: jax.sharding.Mesh) -> dict[str, dict[str, np.ndarray]]:
-  """Runs eval_step over a whole split: {video_id: per-video outputs cut to its length}.
+            mesh: jax.sharding.Mesh) -> list[dict[str, dict[str, np.ndarray]]]:
+  """Runs eval_step over a whole split: per seed, {video_id: per-video outputs cut to its
+  length}.
 
   The next batches are read in a background thread while the current one runs. The gathered
   outputs come back in global-batch order, whose video indices every process knows from the
   plan (input_pipeline.eval_plan): no index goes through the devices.
   """
-  outputs = {}
+  outputs = [{} for _ in range(config.num_seeds)]
   batch_size, buckets = config.data.eval_batch_size, config.data.eval_buckets
   batches = input_pipeline.eval_batches(  # checks the split and the settings first
       split, batch_size=batch_size, buckets=buckets,
@@ -43,8 +49,10 @@ def predict(eval_fn, state, split, config: ml_collections.ConfigDict,
   with input_pipeline.Prefetcher(batches) as prefetched:
     for (_, index), host_batch in zip(plan, prefetched, strict=True):
       inputs = {k: host_batch[k] for k in train_step_lib.EVAL_INPUTS}
-      result = parallel.to_host(eval_fn(state, parallel.to_global(inputs, mesh)))
-      _collect(outputs, result, index, split)
+      result = parallel.to_host(
+          eval_fn(state, parallel.to_global(inputs, parallel.batch_sharded(mesh))))
+      for i, seed_outputs in enumerate(outputs):
+        _collect(seed_outputs, train_step_lib.replica(result, i), index, split)
   return outputs
 
 
@@ -84,6 +92,55 @@ def localize_and_evaluate(outputs, split, config: ml_collections.ConfigDict):
   return results, scored
 
 
+# Keys of an evaluation that describe one run's predictions, not the seeds' summary: left out
+# of metrics.jsonl (results.json keeps them).
+PER_RUN_KEYS = ('ap_per_class', 'num_ground_truth', 'num_predictions')
+
+
+def summarize(scored: list[evaluation.Evaluation], seeds: list[int]) -> dict[str, Any]:
+  """One seed: its Evaluation.to_dict(). Several: `map` and `average_map` are means over
+  seeds, `map_std` / `average_map_std` sample stds (ddof 1), `per_seed` [{seed, map,
+  average_map}] in seed order."""
+  if len(scored) == 1:
+    return scored[0].to_dict()
+  maps = np.array([e.map for e in scored], np.float64)
+  averages = np.array([e.average_map for e in scored], np.float64)
+  return {
+      'tiou_thresholds': [float(t) for t in scored[0].tiou_thresholds],
+      'map': maps.mean(axis=0).tolist(), 'average_map': float(averages.mean()),
+      'map_std': maps.std(axis=0, ddof=1).tolist(), 'average_map_std': float(averages.std(ddof=1)),
+      'num_seeds': len(seeds),
+      'per_seed': [{'seed': int(s), 'map': m.tolist(), 'average_map': float(a)}
+                   for s, m, a in zip(seeds, maps, averages)]}
+
+
+def format_average(summary: dict[str, Any]) -> str:
+  """'72.21', or '71.50 ± 1.51 over 3 seeds' (percent)."""
+  if 'per_seed' not in summary:
+    return f'{100 * summary["average_map"]:.2f}'
+  return (f'{100 * summary["average_map"]:.2f} ± {100 * summary["average_map_std"]:.2f} over '
+          f'{summary["num_seeds"]} seeds')
+
+
+def seed_dir(workdir: str, seed: int, num_seeds: int) -> str:
+  """Where one seed's proposals, results and plots go: W itself for a single seed."""
+  return workdir if num_seeds == 1 else os.path.join(workdir, f'seed_{seed}')
+
+
+def format_seeds_table(summary: dict[str, Any], ground_truth_name: str,
+                       proposals_name: str) -> str:
+  """The printed table of several seeds: mAP mean ± std per tIoU, then each seed's average."""
+  lines = [f'{ground_truth_name} vs {proposals_name}: mAP (%) over seeds '
+           f'{[e["seed"] for e in summary["per_seed"]]}, mean ± sample std',
+           'tIoU   mAP']
+  for t, m, sd in zip(summary['tiou_thresholds'], summary['map'], summary['map_std']):
+    lines.append(f'{t:<6.2f} {100 * m:6.2f} ± {100 * sd:.2f}')
+  lines.append(f'avg    {format_average(summary)}')
+  lines.append('per seed: ' + ', '.join(f'{e["seed"]}: {100 * e["average_map"]:.2f}'
+                                        for e in summary['per_seed']))
+  return '\n'.join(lines)
+
+
 def protocol_for(tiou_thresholds) -> Optional[evaluation.Protocol]:
   """The benchmark protocol whose thresholds these are (for the table's averages), if any."""
   for protocol in evaluation.PROTOCOLS.values():
@@ -96,28 +153,40 @@ def write_results(config, workdir, step, results, scored, split, *, best=(None, 
                   label='final') -> dict[str, Any]:
   """proposals_<split>.json, ground_truth_<split>.json, results.json and the printed table.
 
-  The ground truth is the one the proposals were scored against, so `evaluate.py
-  --ground_truth W/ground_truth_test.json --proposals W/proposals_test.json
-  --drop_unknown_labels` reproduces results.json from the files alone.
+  `results` and `scored` hold one entry per seed. The ground truth is the one the proposals
+  were scored against, so `evaluate.py --ground_truth W/ground_truth_test.json --proposals
+  W/proposals_test.json --drop_unknown_labels` reproduces results.json from the files alone
+  (several seeds: W/seed_<seed>/ holds each seed's three files, W/results.json the summary).
 
-  `best` = (step, average mAP) of the best-by-test checkpoint, reported beside the headline
-  (final) numbers and labelled as the optimistic choice it is.
+  `best` = (step, average mAP, the mean over seeds) of the best-by-test checkpoint, reported
+  beside the headline (final) numbers and labelled as the optimistic choice it is.
   """
-  summary = {**scored.to_dict(), 'step': int(step)}
+  seeds = train_step_lib.seeds(config)
+  summary = {**summarize(scored, seeds), 'step': int(step)}
   if best[0] is not None:
     summary['best_by_test_map'] = {
         'step': int(best[0]), 'average_map': float(best[1]),
         'note': 'checkpoint selected by test mAP: optimistic, not the headline number'}
   if jax.process_index() == 0:
     split_name = config.data.eval_split
-    formats.write_proposals(os.path.join(workdir, f'proposals_{split_name}.json'), results)
-    formats.write_json(os.path.join(workdir, f'ground_truth_{split_name}.json'),
-                       data.ground_truth(split, split_name))
+    truth = data.ground_truth(split, split_name)
+    for seed, seed_results, seed_scored in zip(seeds, results, scored):
+      out_dir = seed_dir(workdir, seed, len(seeds))
+      os.makedirs(out_dir, exist_ok=True)
+      formats.write_proposals(os.path.join(out_dir, f'proposals_{split_name}.json'),
+                              seed_results)
+      formats.write_json(os.path.join(out_dir, f'ground_truth_{split_name}.json'), truth)
+      if len(seeds) > 1:
+        formats.write_json(os.path.join(out_dir, 'results.json'),
+                           {**seed_scored.to_dict(), 'seed': int(seed), 'step': int(step)})
     formats.write_json(os.path.join(workdir, 'results.json'), summary)
-    print(evaluation.format_table(
-        scored, protocol=protocol_for(scored.tiou_thresholds),
-        ground_truth_name=f'{config.data.dataset}/{split_name}',
-        proposals_name=f'step {step} ({label})'), flush=True)
+    names = dict(ground_truth_name=f'{config.data.dataset}/{split_name}',
+                 proposals_name=f'step {step} ({label})')
+    if len(seeds) == 1:
+      print(evaluation.format_table(
+          scored[0], protocol=protocol_for(scored[0].tiou_thresholds), **names), flush=True)
+    else:
+      print(format_seeds_table(summary, **names), flush=True)
     if best[0] is not None:
       print(f'best-by-test-mAP checkpoint (optimistic): step {best[0]}, '
             f'average mAP {100 * best[1]:.2f}', flush=True)
@@ -135,7 +204,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *,
   """
   workdir = os.path.abspath(os.path.expanduser(workdir))
   config_checks.check_same_run(config, workdir)
-  mesh = parallel.make_mesh()
+  mesh = parallel.make_mesh(num_seeds=config.num_seeds)
   config_checks.validate_config(config, mesh)
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
     raise errors.TrainingError(f'{workdir}: no checkpoints/ directory (train there first)')
@@ -156,8 +225,9 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *,
   state = checkpointing.restore(
       manager, step, train_step_lib.init_state(config, eval_split.num_classes, mesh))
   _, eval_fn = train_step_lib.jit_steps(config, mesh)
-  outputs = predict(eval_fn, state, eval_split, config, mesh)
-  results, scored = localize_and_evaluate(outputs, eval_split, config)
+  localized = [localize_and_evaluate(o, eval_split, config)
+               for o in predict(eval_fn, state, eval_split, config, mesh)]
+  results, scored = [r for r, _ in localized], [e for _, e in localized]
   out_dir = os.path.join(workdir, f'eval_step_{step}')
   if jax.process_index() == 0:
     os.makedirs(out_dir, exist_ok=True)

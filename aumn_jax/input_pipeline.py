@@ -445,25 +445,35 @@ class Prefetcher:
       stop.set()
 
 
+def _stack(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+  return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+
+
 class TrainIterator:
   """(step, batch) for step = start_step, start_step + 1, ... [, end_step).
 
   Batch s is `train_batch(split, s, ...)`, so an iterator built with
   start_step=k after a restart yields exactly the batches the uninterrupted
-  run saw from step k on. With prefetch > 0 the batches are assembled in a
-  background thread (see Prefetcher); prefetch=0 assembles them on next().
-  Arguments are validated here, in the caller's thread.
+  run saw from step k on. With `num_seeds` = N, every value gets a leading
+  seed axis: row i is the batch of seed `seed + i`, so each of N seeds trained
+  as one program sees the data order of its own single-seed run. With
+  prefetch > 0 the batches are assembled in a background thread (see
+  Prefetcher); prefetch=0 assembles them on next(). Arguments are validated
+  here, in the caller's thread.
   """
 
   def __init__(self, split: Split, start_step: int = 0, *, seed: int,
                global_batch_size: int, max_snippets: int, sampling: str,
                process_index: int = 0, process_count: int = 1,
-               end_step: int | None = None, prefetch: int = 2):
-    kwargs = dict(seed=seed, global_batch_size=global_batch_size,
+               end_step: int | None = None, prefetch: int = 2,
+               num_seeds: int | None = None):
+    kwargs = dict(global_batch_size=global_batch_size,
                   max_snippets=max_snippets, sampling=sampling,
                   process_index=process_index, process_count=process_count)
     _check_sampling(sampling, max_snippets)
     _check_seed(seed)
+    if num_seeds is not None:
+      _positive_int(num_seeds, 'num_seeds')
     _check_split(split)
     _local_rows(global_batch_size, process_index, process_count)
     start_step = operator.index(start_step)
@@ -473,7 +483,11 @@ class TrainIterator:
       raise ValueError(f'prefetch must be >= 0, got {prefetch}')
     steps = (itertools.count(start_step) if end_step is None
              else range(start_step, end_step))
-    batches = ((s, train_batch(split, s, **kwargs)) for s in steps)
+    if num_seeds is None:
+      batches = ((s, train_batch(split, s, seed=seed, **kwargs)) for s in steps)
+    else:
+      batches = ((s, _stack([train_batch(split, s, seed=seed + i, **kwargs)
+                             for i in range(num_seeds)])) for s in steps)
     self._batches = Prefetcher(batches, prefetch) if prefetch else batches
 
   def __iter__(self):

@@ -3,7 +3,8 @@
 Only process 0 writes; on other processes every method is a no-op, so callers never branch.
 `metrics.jsonl` holds one JSON object per logged step: training lines carry `step`, `loss`
 (the total) and every loss term and diagnostic; evaluation lines carry `step` and the
-evaluator's keys.
+evaluator's keys. With several seeds a line's values are means over seeds and `per_seed` lists
+[{seed, key: value, ...}] (TensorBoard: PREFIX/seed_<seed>/KEY).
 """
 import datetime
 import json
@@ -44,9 +45,13 @@ class MetricWriter:
       line[key] = _to_json(value)
     self._jsonl.write(json.dumps(line) + '\n')
     self._jsonl.flush()
-    for key, value in line.items():
-      if key != 'step' and isinstance(value, (int, float)) and math.isfinite(value):
-        self._tb.add_scalar(prefix + key, value, step)
+    scalars = [(prefix + k, v) for k, v in line.items() if k != 'step']
+    for entry in line.get('per_seed', []):  # several seeds: PREFIX/seed_<seed>/KEY each
+      scalars += [(f'{prefix}seed_{entry["seed"]}/{k}', v) for k, v in entry.items()
+                  if k != 'seed']
+    for tag, value in scalars:
+      if isinstance(value, (int, float)) and math.isfinite(value):
+        self._tb.add_scalar(tag, value, step)
     self._tb.flush()
 
   def has(self, step: int, key: str) -> bool:

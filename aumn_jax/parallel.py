@@ -1,15 +1,23 @@
 """Devices, mesh and shardings: the only module that knows how the batch is split.
 
-Data parallelism is `jax.jit` with `NamedSharding` over a 1-D `data` mesh axis (SPEC §8):
-the state is replicated, the batch is sharded along its leading axis, and XLA inserts the
+The mesh has two axes, `seed` x `data`. Independent training runs (config.num_seeds; the
+state carries a leading seed axis, train_step.py vmaps the step over it) are spread over
+`seed`; data parallelism is `jax.jit` with `NamedSharding` over `data` (SPEC §8): each seed's
+state is replicated over `data`, its batch is sharded along `data`, and XLA inserts the
 gradient all-reduce that `pmap` + `lax.pmean` would have written by hand. Batch sums inside
 the step (the loss means, the memory-bank update) are therefore already global, which is
 what makes 8 devices == 1 device and keeps every device's memory bank identical.
 
-Multi-host: every process builds the same mesh over all devices; each feeds only its own
-rows of the global batch (`to_global`). Nothing here reads the config; the only file touched
-is the compilation cache's directory (`enable_compilation_cache`).
+Seeds beyond the `seed` axis are vmapped on each device: the `seed` axis is
+gcd(num_seeds, local devices), so any number of seeds runs on any device count (4 seeds on 8
+devices: 4 x 2; 3 seeds on 8: 1 x 8, all three vmapped on every device).
+
+Multi-host: every process builds the same mesh over all devices; the `seed` axis stays inside
+each process and `data` spans the processes, so each process feeds, for every seed, only its
+own rows of the global batch (`to_global`). Nothing here reads the config; the only file
+touched is the compilation cache's directory (`enable_compilation_cache`).
 """
+import math
 import os
 from typing import Any, Sequence
 
@@ -70,13 +78,28 @@ def enable_compilation_cache(cache_dir: str, log=print) -> None:
   jax.config.update('jax_compilation_cache_dir', path)
 
 
-def make_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
-  """A 1-D `data` mesh over `devices` (default: every device of every process)."""
+def make_mesh(devices: Sequence[jax.Device] | None = None,
+              num_seeds: int = 1) -> jax.sharding.Mesh:
+  """A `seed` x `data` mesh over `devices` (default: every device of every process).
+
+  The `seed` axis is gcd(num_seeds, devices per process) and lies inside each process; `data`
+  takes the rest of each process's devices, process after process.
+  """
   # Auto axes: jit's in/out shardings drive XLA's propagation. The (newer) Explicit default
   # makes linen Dropout raise a ShardingTypeError on batch-sharded inputs.
   devices = jax.devices() if devices is None else list(devices)
-  return jax.sharding.Mesh(np.asarray(devices), ('data',),
-                           axis_types=(jax.sharding.AxisType.Auto,))
+  by_process: dict[int, list[jax.Device]] = {}
+  for device in devices:
+    by_process.setdefault(device.process_index, []).append(device)
+  per_process = {len(d) for d in by_process.values()}
+  if len(per_process) != 1:
+    raise ValueError(f'every process needs the same number of devices, got '
+                     f'{ {p: len(d) for p, d in sorted(by_process.items())} }')
+  seed_axis = math.gcd(num_seeds, per_process.pop())
+  grid = np.concatenate([np.asarray(d).reshape(seed_axis, -1)
+                         for _, d in sorted(by_process.items())], axis=1)
+  return jax.sharding.Mesh(grid, ('seed', 'data'),
+                           axis_types=(jax.sharding.AxisType.Auto,) * 2)
 
 
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
@@ -84,21 +107,32 @@ def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
 
 
 def batch_sharded(mesh: jax.sharding.Mesh) -> NamedSharding:
+  """[B, ...] split over `data`, the same on every `seed` row (evaluation inputs)."""
   return NamedSharding(mesh, P('data'))
+
+
+def seed_sharded(mesh: jax.sharding.Mesh) -> NamedSharding:
+  """[N, ...] split over `seed` (the train state, the rngs, per-seed metrics)."""
+  return NamedSharding(mesh, P('seed'))
+
+
+def seed_batch_sharded(mesh: jax.sharding.Mesh) -> NamedSharding:
+  """[N, B, ...]: seeds over `seed`, each seed's batch over `data` (training inputs)."""
+  return NamedSharding(mesh, P('seed', 'data'))
 
 
 def check_batch_size(global_batch_size: int, mesh: jax.sharding.Mesh,
                      what: str = 'batch_size') -> None:
-  """Global batches must split evenly over the mesh's devices (and so over processes)."""
-  if global_batch_size % mesh.size:
+  """Each seed's global batch must split evenly over the `data` axis (and so over processes)."""
+  if global_batch_size % mesh.shape['data']:
     raise ValueError(
         f'config.{what}={global_batch_size} is not divisible by the '
-        f'{mesh.size} devices of this run')
+        f'{mesh.shape["data"]} devices of the data axis of this run')
 
 
-def to_global(host_batch: Any, mesh: jax.sharding.Mesh) -> Any:
-  """This process's NumPy rows -> global jax.Arrays sharded over `data`."""
-  sharding = batch_sharded(mesh)
+def to_global(host_batch: Any, sharding: NamedSharding) -> Any:
+  """This process's NumPy rows -> global jax.Arrays with `sharding` (batch_sharded for
+  [B_local, ...] rows, seed_batch_sharded for [N, B_local, ...])."""
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), host_batch)
 

@@ -5,6 +5,11 @@ Life of a step: input_pipeline (host NumPy rows of this process) -> parallel.to_
 metrics kept on device and fetched every `log_every_steps`. Every `eval_every_steps` the
 test split goes through eval_step (a few bucketed shapes) -> localization -> evaluation.
 
+`config.num_seeds` = N trains N independent runs (seeds config.seed .. config.seed + N - 1) as
+one program: the state, batch, rng and metrics carry a leading seed axis (train_step.py), every
+evaluation scores each seed, and the logs, results.json and the table report each seed and the
+mean ± std over them (eval_loop.py).
+
 Rerunning the same command resumes from the latest checkpoint: the data order and the rng
 are functions of (seed, step), so the resumed run is the uninterrupted one. A non-finite loss
 stops the run naming its step before anything non-finite is checkpointed; SIGTERM and Ctrl-C
@@ -46,11 +51,13 @@ LOCK_FILE = '.lock'  # W/.lock: held by process 0 for the whole run
 
 
 class _Evaluated(NamedTuple):
-  """One evaluation of the run: per-video model outputs, the localized results, their mAP."""
+  """One evaluation of the run, one entry per seed: per-video model outputs, the localized
+  results, their mAP; `summary`: eval_loop.summarize of the seeds."""
   step: int
-  outputs: dict[str, dict[str, np.ndarray]]
-  results: dict[str, list[dict[str, Any]]]
-  scored: evaluation.Evaluation
+  outputs: list[dict[str, dict[str, np.ndarray]]]
+  results: list[dict[str, list[dict[str, Any]]]]
+  scored: list[evaluation.Evaluation]
+  summary: dict[str, Any]
 
 
 class _Preemption:
@@ -128,21 +135,50 @@ class _Profiler:
       jax.profiler.stop_trace()
 
 
-def _fetch_checked(pending: list[tuple[int, Any]]) -> list[tuple[int, dict[str, float]]]:
-  """Device metrics -> floats; raises naming the first step whose loss is not finite."""
+def _fetch_checked(pending: list[tuple[int, Any]], seeds: list[int]
+                   ) -> list[tuple[int, dict[str, np.ndarray]]]:
+  """Device metrics -> float64 [N] per key; raises naming the first step (and seed) whose loss
+  is not finite."""
   fetched = jax.device_get(pending)
   rows = []
   for step, metrics in fetched:
-    metrics = {k: float(v) for k, v in metrics.items()}
+    metrics = {k: np.asarray(v, np.float64).reshape(len(seeds)) for k, v in metrics.items()}
     # The loss is computed before the update: a finite loss with non-finite gradients still
     # writes NaN into the params, so both are checked before anything is checkpointed.
     for key in ('loss', 'grad_norm'):
-      if not np.isfinite(metrics[key]):
+      bad = np.flatnonzero(~np.isfinite(metrics[key]))
+      if bad.size:
+        which = f' of seed {seeds[bad[0]]}' if len(seeds) > 1 else ''
         raise errors.TrainingError(
-            f'non-finite {key} ({metrics[key]}) at step {step}; stopped without saving it '
-            '(the last good checkpoint is kept)')
+            f'non-finite {key} ({metrics[key][bad[0]]}) at step {step}{which}; stopped '
+            'without saving it (the last good checkpoint is kept)')
     rows.append((step, metrics))
   return rows
+
+
+def _train_line(rows: list[tuple[int, dict[str, np.ndarray]]], seeds: list[int]
+                ) -> dict[str, Any]:
+  """The logged means of `rows` (the steps since the last log): one value per key, the mean
+  over seeds; with several seeds also `per_seed` [{seed, key: value, ...}]."""
+  mean = {k: np.mean([m[k] for _, m in rows], axis=0) for k in rows[-1][1]}  # [N] per key
+  line: dict[str, Any] = {k: float(np.mean(v)) for k, v in mean.items()}
+  if len(seeds) > 1:
+    line['per_seed'] = [{'seed': s, **{k: float(v[i]) for k, v in mean.items()}}
+                        for i, s in enumerate(seeds)]
+  return line
+
+
+def _plot(out_dir, outputs, results, split, config) -> None:
+  """OUT/plots: CAS plots of a few test videos and, for AUMN, the class x unit usage."""
+  plots = os.path.join(out_dir, 'plots')
+  plotting.plot_videos(plots, outputs, split, results, config.evaluation.num_plots)
+  if config.model.head == 'aumn':
+    usage, counts = plotting.class_unit_usage(outputs, split)
+    plotting.plot_class_unit_usage(os.path.join(plots, 'class_unit_usage.png'),
+                                   usage, counts, split.class_names)
+    formats.write_json(os.path.join(plots, 'class_unit_usage.json'), {
+        'rows': split.class_names + ['background'], 'snippets': counts.tolist(),
+        'usage': usage.tolist()})
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -152,7 +188,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   `mesh` defaults to every device of every process (tests pass smaller ones).
   """
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  mesh = parallel.make_mesh() if mesh is None else mesh
+  mesh = parallel.make_mesh(num_seeds=config.num_seeds) if mesh is None else mesh
   config_checks.validate_config(config, mesh)
   config_checks.check_workdir(workdir)
   data_dir = config.data.data_dir  # built beforehand: data_prep.build.prepare_data_dir
@@ -192,22 +228,24 @@ def _train(config, workdir, mesh, train_split, eval_split) -> dict[str, Any]:
     print(f'Resumed from {workdir}/checkpoints at step {start_step}'
           + (f' (changed: {", ".join(changed)})' if changed else ''), flush=True)
   train_fn, eval_fn = train_step_lib.jit_steps(config, mesh)
-  rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)  # dropout stream (init used 0)
+  rngs = train_step_lib.dropout_rngs(config, mesh)  # [N] dropout streams
+  seeds = train_step_lib.seeds(config)
 
   def evaluate_now(step, log=True):
     outputs = eval_loop.predict(eval_fn, state, eval_split, config, mesh)
-    results, scored = eval_loop.localize_and_evaluate(outputs, eval_split, config)
+    localized = [eval_loop.localize_and_evaluate(o, eval_split, config) for o in outputs]
+    scored = [e for _, e in localized]
+    summary = eval_loop.summarize(scored, seeds)
     if log:
-      metrics = scored.to_dict()
-      writer.write(step, {k: metrics[k] for k in ('map', 'average_map', 'tiou_thresholds')},
+      writer.write(step, {k: v for k, v in summary.items() if k not in eval_loop.PER_RUN_KEYS},
                    prefix='eval/')
-    return _Evaluated(step, outputs, results, scored)
+    return _Evaluated(step, outputs, [r for r, _ in localized], scored, summary)
 
   iterator = input_pipeline.TrainIterator(
       train_split, start_step, seed=config.seed, global_batch_size=config.batch_size,
       max_snippets=config.data.max_snippets, sampling=config.data.sampling,
       process_index=jax.process_index(), process_count=jax.process_count(),
-      end_step=config.num_train_steps)
+      end_step=config.num_train_steps, num_seeds=config.num_seeds)
   pending: list[tuple[int, Any]] = []
   progress = tqdm.tqdm(total=config.num_train_steps, initial=start_step, unit='step',
                        disable=jax.process_index() != 0, dynamic_ncols=True)
@@ -221,7 +259,8 @@ def _train(config, workdir, mesh, train_split, eval_split) -> dict[str, Any]:
         _, host_batch = next(iterator)
         inputs = {k: host_batch[k] for k in train_step_lib.TRAIN_INPUTS}  # not the 'index'
         profiler.before(step)
-        state, metrics = train_fn(state, parallel.to_global(inputs, mesh), rng)
+        state, metrics = train_fn(
+            state, parallel.to_global(inputs, parallel.seed_batch_sharded(mesh)), rngs)
         step += 1
         profiler.after(step, state)
         pending.append((step, metrics))
@@ -232,28 +271,29 @@ def _train(config, workdir, mesh, train_split, eval_split) -> dict[str, Any]:
         eval_now = (step % config.eval_every_steps == 0 or last) and not stop
         save_now = step % config.checkpoint_every_steps == 0 or eval_now or stop
         if step % config.log_every_steps == 0 or save_now:
-          rows = _fetch_checked(pending)
+          line = _train_line(_fetch_checked(pending, seeds), seeds)
           pending = []
           now = time.perf_counter()
           steps_per_sec = (step - last_log_step) / max(now - last_log_time, 1e-9)
           last_log_time, last_log_step = now, step
-          mean = {k: float(np.mean([m[k] for _, m in rows])) for k in rows[-1][1]}
-          # Evaluation time is left out (the clock restarts after each evaluation).
-          writer.write(step, {**mean, 'steps_per_sec': steps_per_sec,
-                              'videos_per_sec': steps_per_sec * config.batch_size},
+          # Evaluation time is left out (the clock restarts after each evaluation); a step
+          # trains every seed, so seed-steps/s is steps/s times num_seeds.
+          writer.write(step, {**line, 'steps_per_sec': steps_per_sec,
+                              'videos_per_sec': steps_per_sec * config.batch_size * len(seeds)},
                        prefix='train/')
-          progress.set_postfix(loss=f'{mean["loss"]:.4f}')
+          progress.set_postfix(loss=f'{line["loss"]:.4f}')
           checkpointing.check_saves(manager)  # a failed background save stops the run here
         if eval_now:
           progress.set_description_str('evaluating', refresh=True)
           last_eval = evaluate_now(step)
-          progress.write(f'step {step}: average mAP {100 * last_eval.scored.average_map:.2f}')
+          progress.write(f'step {step}: average mAP '
+                         f'{eval_loop.format_average(last_eval.summary)}')
           progress.set_description_str('', refresh=False)
           progress.unpause()  # the ETA and steps/s leave the evaluation's time out
           last_log_time = time.perf_counter()
         if save_now:
           checkpointing.save(manager, step, state, metrics=(
-              {checkpointing.BEST_METRIC: last_eval.scored.average_map} if eval_now else None))
+              {checkpointing.BEST_METRIC: last_eval.summary['average_map']} if eval_now else None))
         if stop and not last:
           checkpointing.wait_for_saves(manager)
           name = preemption.requested or 'SIGTERM'  # (another process's signal)
@@ -262,22 +302,15 @@ def _train(config, workdir, mesh, train_split, eval_split) -> dict[str, Any]:
     if last_eval is None or last_eval.step != step:  # rerun of a finished run: nothing trained
       # No second line for this step when the finished run's evaluation is logged already.
       last_eval = evaluate_now(step, log=not writer.has(step, 'average_map'))
-    outputs, results, scored = last_eval.outputs, last_eval.results, last_eval.scored
     checkpointing.wait_for_saves(manager)  # the best step's metrics are readable once saved
     best = manager.best_step()
     best_map = manager.metrics(best)[checkpointing.BEST_METRIC] if best is not None else None
     if jax.process_index() == 0:
-      plotting.plot_videos(os.path.join(workdir, 'plots'), outputs, eval_split, results,
-                           config.evaluation.num_plots)
-      if config.model.head == 'aumn':
-        usage, counts = plotting.class_unit_usage(outputs, eval_split)
-        plotting.plot_class_unit_usage(os.path.join(workdir, 'plots', 'class_unit_usage.png'),
-                                       usage, counts, eval_split.class_names)
-        formats.write_json(os.path.join(workdir, 'plots', 'class_unit_usage.json'), {
-            'rows': eval_split.class_names + ['background'], 'snippets': counts.tolist(),
-            'usage': usage.tolist()})
-    return eval_loop.write_results(config, workdir, step, results, scored, eval_split,
-                                   best=(best, best_map), label='final')
+      for seed, outputs, results in zip(seeds, last_eval.outputs, last_eval.results):
+        _plot(eval_loop.seed_dir(workdir, seed, len(seeds)), outputs, results, eval_split,
+              config)
+    return eval_loop.write_results(config, workdir, step, last_eval.results, last_eval.scored,
+                                   eval_split, best=(best, best_map), label='final')
   finally:
     profiler.stop()
     progress.close()

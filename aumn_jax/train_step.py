@@ -5,6 +5,12 @@ outputs, the rng is an argument folded with the step, and nothing talks to the h
 memory bank is a second variable collection carried in the state (like `batch_stats`): the
 model's apply moves it when `mutable=['memory']`, the optimizer never sees it.
 
+Several seeds are one program (config.num_seeds): `init_state` and `jit_steps` vmap these
+single-run functions over a leading seed axis of the state, the batch and the rng, so replica i
+computes what a run with seed `config.seed + i` computes (its init, its dropout stream, and,
+fed by input_pipeline.TrainIterator(num_seeds=N), its data order). Research tweaks edit the
+single-run functions; the seed axis never appears in them.
+
 How the batch is split over devices lives in parallel.py (`jit_steps` only binds its
 shardings); files live in checkpointing.py.
 """
@@ -89,20 +95,46 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array]
   return {'per_snippet': per_snippet, 'per_video': per_video}
 
 
+def seeds(config: ml_collections.ConfigDict) -> list[int]:
+  """The run seeds of the replicas: config.seed, config.seed + 1, ... (config.num_seeds)."""
+  return [config.seed + i for i in range(config.num_seeds)]
+
+
 def jit_steps(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
-  """The jitted, sharded train and eval steps (one compilation per batch shape)."""
-  repl, batched = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  train = jax.jit(functools.partial(train_step, config=config), donate_argnums=0,
-                  in_shardings=(repl, batched, repl), out_shardings=(repl, repl))
-  evaluate = jax.jit(eval_step, in_shardings=(repl, batched), out_shardings=batched)
+  """The jitted, sharded train and eval steps over all seeds (one compilation per shape).
+
+  train(state [N], batch [N, B, ...], rngs [N]) -> (state [N], metrics {name: [N]});
+  evaluate(state [N], batch [B, ...]) -> eval_step's outputs with a leading [N] (every seed
+  sees the same evaluation batch).
+  """
+  seeded = parallel.seed_sharded(mesh)
+  train = jax.jit(jax.vmap(functools.partial(train_step, config=config)), donate_argnums=0,
+                  in_shardings=(seeded, parallel.seed_batch_sharded(mesh), seeded),
+                  out_shardings=(seeded, seeded))
+  evaluate = jax.jit(jax.vmap(eval_step, in_axes=(0, None)),
+                     in_shardings=(seeded, parallel.batch_sharded(mesh)),
+                     out_shardings=parallel.seed_batch_sharded(mesh))
   return train, evaluate
 
 
 def init_state(config: ml_collections.ConfigDict, num_classes: int,
                mesh: jax.sharding.Mesh) -> TrainState:
-  """The initial state, replicated over the mesh (same on every process: rng from seed)."""
-  rng = jax.random.PRNGKey(config.seed)
-  init = jax.jit(functools.partial(create_train_state, config, num_classes),
-                 out_shardings=parallel.replicated(mesh))
-  return init(rng)
+  """The initial states of all seeds, stacked [N, ...] and split over the mesh's `seed` axis
+  (the same on every process: each replica's rng is PRNGKey(its seed))."""
+  rngs = jnp.stack([jax.random.PRNGKey(s) for s in seeds(config)])
+  init = jax.jit(jax.vmap(functools.partial(create_train_state, config, num_classes)),
+                 out_shardings=parallel.seed_sharded(mesh))
+  return init(rngs)
+
+
+def dropout_rngs(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> jax.Array:
+  """[N] dropout streams, one per seed (train_step folds in the step; init used stream 0)."""
+  streams = lambda: jnp.stack([jax.random.fold_in(jax.random.PRNGKey(s), 1)
+                               for s in seeds(config)])
+  return jax.jit(streams, out_shardings=parallel.seed_sharded(mesh))()  # multi-process too
+
+
+def replica(tree: Any, index: int) -> Any:
+  """Replica `index` of a seed-stacked tree (a state, metrics, outputs), as host values."""
+  return jax.tree.map(lambda x: x[index], jax.device_get(tree))
 

@@ -17,7 +17,7 @@ are chosen on data seed 1, never here). Variants are config changes only:
   no_fg_l1  loss.lambda_sp=0                   no foreground L1 (L_sp's 1st term)
 `--set KEY=VALUE` overrides the config of every variant.
 
-A finished run is not retrained (robustness.py caches its row in its workdir), so an
+A finished run is not retrained (robustness.py caches its rows in its workdir), so an
 interrupted study continues where it stopped. Output: per-run lines; per regime and variant the
 mean ± sample std (ddof=1) over seeds of avg mAP 0.1:0.7, video top-1 and the foreground
 attention's snippet AUC, printed, in --json and as markdown in --markdown.
@@ -145,18 +145,19 @@ def main(argv):
     regime_dir = robustness.prepare_regime(regime, FLAGS.data_seed, FLAGS.workdir)
     for variant in FLAGS.variants:
       head, changes = variant_overrides(variant)
-      for seed in (int(s) for s in FLAGS.seeds):
+      for seeds in robustness.consecutive([int(s) for s in FLAGS.seeds]):
         # robustness.py's layout: with the same --workdir, its mil / aumn runs are these
-        # variants' runs (same config, cached row), trained once.
+        # variants' runs (same config, cached rows), trained once; a stretch of consecutive
+        # seeds is one program (config.num_seeds).
         workdir = os.path.join(FLAGS.workdir, 'runs', f'{regime}_seed{FLAGS.data_seed}',
-                               'small', variant, f'seed_{seed}')
-        row = robustness.run_one(regime, 'small', head, seed, FLAGS.steps, 0, regime_dir,
-                                 workdir, changes + overrides)
-        row = {**row, 'variant': variant}
-        rows.append(row)
-        print(f"[ablation] {regime} {variant} seed {seed}: avg mAP 0.1:0.7 "
-              f"{100 * row['avg_0.1:0.7']:.2f}, top-1 {100 * row['top1']:.1f}, "
-              f"AUC(a) {row['fg_auc']:.3f} ({row['wall_s']:.0f} s)", flush=True)
+                               'small', variant, robustness.program_dir(seeds))
+        for row in robustness.run_seeds(regime, 'small', head, seeds, FLAGS.steps, 0,
+                                        regime_dir, workdir, changes + overrides):
+          row = {**row, 'variant': variant}
+          rows.append(row)
+          print(f"[ablation] {regime} {variant} seed {row['seed']}: avg mAP 0.1:0.7 "
+                f"{100 * row['avg_0.1:0.7']:.2f}, top-1 {100 * row['top1']:.1f}, "
+                f"AUC(a) {row['fg_auc']:.3f} ({row['wall_s']:.0f} s per seed)", flush=True)
   summary = summarize(rows)
   command = 'python benchmarks/ablation.py ' + ' '.join(sys.argv[1:])
   table = markdown(summary, FLAGS.steps, FLAGS.data_seed, command, overrides)

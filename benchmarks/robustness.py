@@ -21,15 +21,18 @@ Models:
   thumos  configs/thumos.py's model (D 2048, L 64, lr 1e-4)
 Every run: batch 16, max_snippets 300, --steps steps, `seed` = the run seed, trained by
 aumn_jax.train_loop.train_and_evaluate (the train.py path), evaluated every --eval_every steps
-(0: only at the end). Reported per run, then mean ± sample std over seeds:
+(0: only at the end). The seeds of a (regime, model, head) are one program (config.num_seeds;
+each consecutive stretch of --seeds one program, e.g. 0,1,2 -> seed 0 with num_seeds 3), which
+computes what separate runs of those seeds compute. Reported per seed, then mean ± sample std
+over seeds:
   avg mAP 0.1:0.7 (every regime, the ActivityNet-like one too: one scale across the table)
   top-1     test videos whose top action class of p' is a true class
   AUC(a)    snippet-level ROC AUC of the foreground attention against the ground truth
             (a snippet is action when an instance covers half of it), over all test snippets
   plateau   logged training steps >= 20 with mean a < 0.05 or > 0.95, times the log interval
             (metrics.jsonl `diag_fg_mean`, logged every 10 steps)
-A finished run is not retrained (its workdir is reused; its row is cached in the workdir's
-robustness_row.json, keyed by the whole config), so an interrupted battery continues.
+A finished program is not retrained (its workdir is reused; its rows are cached in the
+workdir's robustness_rows.json, keyed by the whole config), so an interrupted battery continues.
 """
 import dataclasses
 import datetime
@@ -76,7 +79,7 @@ REGIMES = {  # name -> (data_prep.synthetic preset, annotation file or None, fea
 }
 MODELS = ('small', 'thumos')
 LOG_EVERY = 10
-ROW_FILE = 'robustness_row.json'
+ROW_FILE = 'robustness_rows.json'
 PLATEAU_FROM = 20
 FG_LOW, FG_HIGH = 0.05, 0.95
 
@@ -151,8 +154,9 @@ def video_top1(outputs: dict[str, dict[str, np.ndarray]], split: data.VideoSplit
 
 
 def predict_final(config: ml_collections.ConfigDict, workdir: str):
-  """Restores the latest checkpoint of `workdir` and predicts the eval split."""
-  mesh = parallel.make_mesh()
+  """Restores the latest checkpoint of `workdir` and predicts the eval split: ([per seed
+  {video_id: outputs}], split)."""
+  mesh = parallel.make_mesh(num_seeds=config.num_seeds)
   split = data.load_split(config.data.data_dir, config.data.dataset, config.data.eval_split)
   target = train_step.init_state(config, split.num_classes, mesh)
   manager = checkpointing.create_manager(workdir, read_only=True)
@@ -186,7 +190,8 @@ def prepare_regime(regime: str, data_seed: int, root: str) -> str:
 
 
 def make_config(model: str, head: str, seed: int, steps: int, eval_every: int, data_dir: str,
-                overrides: Sequence[tuple[str, Any]] = ()) -> ml_collections.ConfigDict:
+                overrides: Sequence[tuple[str, Any]] = (), num_seeds: int = 1
+                ) -> ml_collections.ConfigDict:
   base = synthetic_config if model == 'small' else thumos_config
   config = base.get_config()
   config.data.dataset = 'synthetic'
@@ -197,6 +202,7 @@ def make_config(model: str, head: str, seed: int, steps: int, eval_every: int, d
   config.batch_size = 16
   config.model.head = head
   config.seed = seed
+  config.num_seeds = num_seeds
   config.num_train_steps = steps
   config.eval_every_steps = eval_every or steps
   config.checkpoint_every_steps = config.eval_every_steps
@@ -252,11 +258,15 @@ def auc(scores: np.ndarray, positive: np.ndarray) -> float:
   return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def read_curves(workdir: str) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-  """(step, mean a) of every logged training line and (step, average mAP) of every eval."""
+def read_curves(workdir: str, index: int = 0
+                ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+  """(step, mean a) of every logged training line and (step, average mAP) of every eval, of
+  the run's `index`-th seed."""
   trace, evals = [], []
   with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
     for row in map(json.loads, f):
+      if 'per_seed' in row:
+        row = {'step': row['step'], **row['per_seed'][index]}
       if 'diag_fg_mean' in row:
         trace.append((int(row['step']), float(row['diag_fg_mean'])))
       if 'average_map' in row:
@@ -275,64 +285,88 @@ def plateau_steps(trace: Sequence[tuple[int, float]]) -> int:
   return total
 
 
-def score_by_localization(row, config, workdir, scores, outputs=None, split=None):
-  """Adds row['avg_by_score'][s]: avg mAP 0.1:0.7 of the final checkpoint localized with
-  `localization.score = s`, for each s of `scores` not there yet (one prediction, then only
-  localization and evaluation per score). Returns whether anything was added."""
-  by_score = row.setdefault('avg_by_score', {})
-  missing = [s for s in scores if s not in by_score]
+def score_by_localization(rows, config, workdir, scores, outputs=None, split=None):
+  """Adds row['avg_by_score'][s] to each seed's row: avg mAP 0.1:0.7 of the final checkpoint
+  localized with `localization.score = s`, for each s of `scores` not there yet (one
+  prediction of all seeds, then only localization and evaluation per score). Returns whether
+  anything was added."""
+  missing = [s for s in scores if any(s not in r.get('avg_by_score', {}) for r in rows)]
   if not missing:
     return False
   if outputs is None:
     outputs, split = predict_final(config, workdir)
-  for score in missing:
-    variant = config.copy_and_resolve_references()
-    variant.localization.score = score
-    _, scored = eval_loop.localize_and_evaluate(outputs, split, variant)
-    by_score[score] = average_over([float(t) for t in scored.tiou_thresholds],
-                                   [float(m) for m in scored.map], 0.1, 0.7)
+  for row, seed_outputs in zip(rows, outputs):
+    by_score = row.setdefault('avg_by_score', {})
+    for score in missing:
+      variant = config.copy_and_resolve_references()
+      variant.localization.score = score
+      _, scored = eval_loop.localize_and_evaluate(seed_outputs, split, variant)
+      by_score[score] = average_over([float(t) for t in scored.tiou_thresholds],
+                                     [float(m) for m in scored.map], 0.1, 0.7)
   return True
 
 
-def _write_row(path, row):
+def _write_rows(path, rows):
   with open(path, 'w', encoding='utf-8') as f:
-    json.dump(row, f)
+    json.dump(rows, f)
 
 
-def run_one(regime, model, head, seed, steps, eval_every, data_dir, workdir, overrides,
-            scores=()):
-  config = make_config(model, head, seed, steps, eval_every, data_dir, overrides)
+def program_dir(seeds: Sequence[int]) -> str:
+  """The workdir name of one program: seed_3 or seeds_0-2."""
+  return f'seed_{seeds[0]}' if len(seeds) == 1 else f'seeds_{seeds[0]}-{seeds[-1]}'
+
+
+def consecutive(seeds: Sequence[int]) -> list[list[int]]:
+  """[0, 1, 2, 5] -> [[0, 1, 2], [5]]: each stretch is one program (seed, num_seeds)."""
+  groups: list[list[int]] = []
+  for seed in seeds:
+    if groups and seed == groups[-1][-1] + 1:
+      groups[-1].append(seed)
+    else:
+      groups.append([seed])
+  return groups
+
+
+def run_seeds(regime, model, head, seeds, steps, eval_every, data_dir, workdir, overrides,
+              scores=()):
+  """Trains seeds `seeds` (consecutive) as one program; returns one row per seed."""
+  config = make_config(model, head, seeds[0], steps, eval_every, data_dir, overrides,
+                       num_seeds=len(seeds))
   cached = os.path.join(workdir, ROW_FILE)
-  if os.path.exists(cached):  # a finished run of this very config: its row, not a re-eval
+  if os.path.exists(cached):  # a finished run of this very config: its rows, not a re-eval
     with open(cached, encoding='utf-8') as f:
-      row = json.load(f)
-    if row.get('config') == config.to_json():
-      if score_by_localization(row, config, workdir, scores):
-        _write_row(cached, row)
-      return row
+      rows = json.load(f)
+    if rows and all(r.get('config') == config.to_json() for r in rows):
+      if score_by_localization(rows, config, workdir, scores):
+        _write_rows(cached, rows)
+      return rows
   start = time.perf_counter()
   summary = train_loop.train_and_evaluate(config, workdir)
   wall = time.perf_counter() - start
   outputs, split = predict_final(config, workdir)
+  per_seed = summary.get('per_seed', [{'seed': seeds[0], 'map': summary['map']}])
   tious = [float(t) for t in summary['tiou_thresholds']]
-  maps = [float(m) for m in summary['map']]
-  trace, evals = read_curves(workdir)
-  after = [a for s, a in trace if s >= PLATEAU_FROM]
-  row = {
-      'regime': regime, 'model': model, 'head': head, 'seed': seed, 'steps': steps,
-      'tiou_thresholds': tious, 'map': maps, 'average_map': float(np.mean(maps)),
-      'avg_0.1:0.7': average_over(tious, maps, 0.1, 0.7),
-      'top1': video_top1(outputs, split), 'fg_auc': snippet_auc(outputs, split),
-      'plateau_steps': plateau_steps(trace),
-      'fg_min': min(after) if after else None, 'fg_max': max(after) if after else None,
-      'fg_trace': trace, 'eval_curve': evals, 'wall_s': wall, 'workdir': workdir,
-      'config': config.to_json(),
-  }
-  if head == 'aumn':
-    row.update(unit_specificity(plotting.class_unit_usage(outputs, split)[0]))
-  score_by_localization(row, config, workdir, scores, outputs, split)
-  _write_row(cached, row)
-  return row
+  rows = []
+  for index, (seed, entry, seed_outputs) in enumerate(zip(seeds, per_seed, outputs)):
+    maps = [float(m) for m in entry['map']]
+    trace, evals = read_curves(workdir, index)
+    after = [a for s, a in trace if s >= PLATEAU_FROM]
+    row = {
+        'regime': regime, 'model': model, 'head': head, 'seed': seed, 'steps': steps,
+        'tiou_thresholds': tious, 'map': maps, 'average_map': float(np.mean(maps)),
+        'avg_0.1:0.7': average_over(tious, maps, 0.1, 0.7),
+        'top1': video_top1(seed_outputs, split), 'fg_auc': snippet_auc(seed_outputs, split),
+        'plateau_steps': plateau_steps(trace),
+        'fg_min': min(after) if after else None, 'fg_max': max(after) if after else None,
+        'fg_trace': trace, 'eval_curve': evals, 'wall_s': wall / len(seeds),
+        'program_seeds': seeds, 'workdir': workdir, 'config': config.to_json(),
+    }
+    if head == 'aumn':
+      row.update(unit_specificity(plotting.class_unit_usage(seed_outputs, split)[0]))
+    rows.append(row)
+  score_by_localization(rows, config, workdir, scores, outputs, split)
+  _write_rows(cached, rows)
+  return rows
 
 
 def summarize(rows):
@@ -403,17 +437,17 @@ def main(argv):
     data_dir = prepare_regime(regime, FLAGS.data_seed, FLAGS.workdir)
     for model in FLAGS.models:
       for head in FLAGS.heads:
-        for seed in (int(s) for s in FLAGS.seeds):
+        for seeds in consecutive([int(s) for s in FLAGS.seeds]):
           workdir = os.path.join(FLAGS.workdir, 'runs', f'{regime}_seed{FLAGS.data_seed}',
-                                 model, head, f'seed_{seed}')
-          row = run_one(regime, model, head, seed, FLAGS.steps, FLAGS.eval_every, data_dir,
-                        workdir, overrides, FLAGS.scores)
-          rows.append(row)
-          print(f"[robustness] {regime} {model} {head} seed {seed}: avg mAP 0.1:0.7 "
-                f"{100 * row['avg_0.1:0.7']:.2f}, top-1 {100 * row['top1']:.1f}, "
-                f"AUC(a) {row['fg_auc']:.3f}, plateau {row['plateau_steps']}, "
-                f"a in [{row['fg_min']:.3f}, {row['fg_max']:.3f}] ({row['wall_s']:.0f} s)",
-                flush=True)
+                                 model, head, program_dir(seeds))
+          for row in run_seeds(regime, model, head, seeds, FLAGS.steps, FLAGS.eval_every,
+                               data_dir, workdir, overrides, FLAGS.scores):
+            rows.append(row)
+            print(f"[robustness] {regime} {model} {head} seed {row['seed']}: avg mAP 0.1:0.7 "
+                  f"{100 * row['avg_0.1:0.7']:.2f}, top-1 {100 * row['top1']:.1f}, "
+                  f"AUC(a) {row['fg_auc']:.3f}, plateau {row['plateau_steps']}, "
+                  f"a in [{row['fg_min']:.3f}, {row['fg_max']:.3f}] "
+                  f"({row['wall_s']:.0f} s per seed)", flush=True)
   included = []
   for path in FLAGS.include_json:
     with open(path, encoding='utf-8') as f:

@@ -10,6 +10,9 @@ Implementations (one process, one batch, the same initial weights):
                  parallel.make_mesh over all local devices of --device (what train.py runs);
   jax_bf16       (opt-in) the same with config.compute_dtype='bfloat16' (conv and matmuls in
                  bf16, parameters and losses in float32);
+  jax_seedsN     (opt-in, N = 2, 4, 8, ...) the same with config.num_seeds=N: N independent
+                 runs in one program (each seed its own copy of the batch); its row adds
+                 seed-steps/s = N / step time, to compare with the jax row's 1 / step time;
   torch_eager    benchmarks/torch_aumn.py: eager PyTorch, torch.optim.Adam(weight_decay);
   torch_compile  the same with forward + loss (and backward, through AOTAutograd) under
                  torch.compile with static shapes (dynamic=True when the static compile fails,
@@ -121,6 +124,16 @@ NUM_CLASSES = 20
 IMPLS = ('jax', 'jax_bf16', 'torch_eager', 'torch_compile', 'torch_eager_1thread',
          'torch_eager_gemm')
 JAX_IMPLS = ('jax', 'jax_bf16')
+SEEDS_IMPL = re.compile(r'jax_seeds([1-9][0-9]*)')
+
+
+def is_jax(impl_name: str) -> bool:
+  return impl_name in JAX_IMPLS or SEEDS_IMPL.fullmatch(impl_name) is not None
+
+
+def num_seeds_of(impl_name: str) -> int:
+  match = SEEDS_IMPL.fullmatch(impl_name)
+  return int(match.group(1)) if match else 1
 # Datasheet dense peaks (TFLOP/s): (name pattern, TF32 tensor core, FP32), first match wins.
 GPU_PEAKS = (('H100 PCIe', 378.0, 51.2), ('H100 NVL', 417.5, 60.0), ('H100', 494.7, 66.9),
              ('H200', 494.7, 66.9), ('A100', 156.0, 19.5), ('L40S', 183.0, 91.6))
@@ -187,24 +200,29 @@ def _cost_flops(lowered) -> float:
 
 class JaxImpl:
   """The project's jitted, sharded train and eval steps over all local devices; 'jax_bf16':
-  the same with config.compute_dtype='bfloat16'."""
+  the same with config.compute_dtype='bfloat16'; 'jax_seedsN': config.num_seeds=N."""
 
   def __init__(self, config, batch, keep_initial=True, name='jax'):
     self.name = name
+    config = config.copy_and_resolve_references()
     if name == 'jax_bf16':
-      config = config.copy_and_resolve_references()
       config.compute_dtype = 'bfloat16'
+    config.num_seeds = num_seeds_of(name)
     backend = 'gpu' if FLAGS.device == 'gpu' else 'cpu'
     self.devices = jax.local_devices(backend=backend)
-    mesh = parallel.make_mesh(self.devices)
+    mesh = parallel.make_mesh(self.devices, num_seeds=config.num_seeds)
     parallel.check_batch_size(config.batch_size, mesh)
     self.state = train_step.init_state(config, NUM_CLASSES, mesh)
-    self.initial = (jax.device_get({'params': self.state.params, 'memory': self.state.memory})
+    self.initial = (train_step.replica({'params': self.state.params,
+                                        'memory': self.state.memory}, 0)
                     if keep_initial else None)
     self.train_fn, self.eval_fn = train_step.jit_steps(config, mesh)
-    self.batch = parallel.to_global(batch, mesh)
-    self.eval_batch = {'features': self.batch['features'], 'mask': self.batch['mask']}
-    self.rng = jax.random.PRNGKey(0)
+    self.batch = parallel.to_global(  # every seed its own copy of the batch
+        {k: np.broadcast_to(v, (config.num_seeds,) + v.shape) for k, v in batch.items()},
+        parallel.seed_batch_sharded(mesh))
+    self.eval_batch = parallel.to_global(
+        {k: batch[k] for k in train_step.EVAL_INPUTS}, parallel.batch_sharded(mesh))
+    self.rng = train_step.dropout_rngs(config, mesh)
 
   def flops(self) -> Dict[str, float]:
     return {'train': _cost_flops(self.train_fn.lower(self.state, self.batch, self.rng)),
@@ -335,12 +353,12 @@ def _status_kb(field: str) -> int:
 
 def run_probe(spec: str) -> None:
   impl_name, config_name = spec.split(':')
-  if impl_name not in JAX_IMPLS:
+  if not is_jax(impl_name):
     from benchmarks import torch_aumn  # pylint: disable=g-import-not-at-top,unused-import
   baseline_kb = _status_kb('VmRSS')   # libraries loaded, nothing allocated
   config = make_config(config_name)
   batch = make_batch(config, FLAGS.seed)
-  if impl_name in JAX_IMPLS:
+  if is_jax(impl_name):
     impl = JaxImpl(config, batch, keep_initial=False, name=impl_name)
     del batch       # the device copy is what the step uses
   else:
@@ -387,8 +405,9 @@ def bench_config(name: str) -> List[Dict[str, Any]]:
   if 'jax' in FLAGS.impls:
     impls['jax'] = JaxImpl(config, batch)
     initial = impls['jax'].initial
-  if 'jax_bf16' in FLAGS.impls:
-    impls['jax_bf16'] = JaxImpl(config, batch, keep_initial=False, name='jax_bf16')
+  for impl_name in FLAGS.impls:
+    if impl_name != 'jax' and is_jax(impl_name):
+      impls[impl_name] = JaxImpl(config, batch, keep_initial=False, name=impl_name)
   for impl_name in IMPLS[2:]:
     if impl_name in FLAGS.impls:
       impls[impl_name] = TorchImpl(impl_name, config, batch, initial)
@@ -432,10 +451,10 @@ def bench_config(name: str) -> List[Dict[str, Any]]:
       mem = float('nan')
     elif FLAGS.device == 'cpu':
       mem = probe_memory_cpu(n, name)
-    elif n in JAX_IMPLS:
+    elif is_jax(n):
       mem = impls[n].peak_memory_mb()
     else:
-      mem = impls[n].peak_memory_mb([impls[o] for o in names if o not in JAX_IMPLS + (n,)])
+      mem = impls[n].peak_memory_mb([impls[o] for o in names if not is_jax(o) and o != n])
     med = float(np.median(steps[n]))
     row = {'config': name, 'impl': n, 'batch_size': config.batch_size, 'shape': shape,
            'step_median_s': med, 'step_min_s': float(np.min(steps[n])),
@@ -444,17 +463,18 @@ def bench_config(name: str) -> List[Dict[str, Any]]:
            'forward_min_s': float(np.min(forwards[n])),
            'forward_max_s': float(np.max(forwards[n])),
            'peak_mem_mb': mem, 'steps_timed': len(steps[n]), 'loadavg_1min': load,
-           'step_round_medians_s': round_medians[n]}
+           'step_round_medians_s': round_medians[n], 'num_seeds': num_seeds_of(n),
+           'seed_steps_per_s': num_seeds_of(n) / med}
     if getattr(impls[n], 'compile_mode', None):
       row['compile_mode'] = impls[n].compile_mode
       if impls[n].compile_note:
         row['compile_note'] = impls[n].compile_note
     if flops:
       row['flops_source'] = 'xla_cost_analysis' if xla_ok else 'analytic'
-      row['train_flops'] = flops['train']
-      row['train_tflops_per_s'] = flops['train'] / med / 1e12
-      row['forward_flops'] = flops['forward']
-      row['forward_tflops_per_s'] = flops['forward'] / row['forward_median_s'] / 1e12
+      row['train_flops'] = flops['train'] * num_seeds_of(n)
+      row['train_tflops_per_s'] = row['train_flops'] / med / 1e12
+      row['forward_flops'] = flops['forward'] * num_seeds_of(n)
+      row['forward_tflops_per_s'] = row['forward_flops'] / row['forward_median_s'] / 1e12
     if flops_ana:
       row['train_flops_analytic'] = flops_ana['train']
     if 'jax' in impls and n != 'jax':
@@ -674,8 +694,8 @@ def _fmt_mem(mb):
 
 def table(rows, device) -> str:
   lines = ['| config (B) | impl | step median s (min–max) | forward median s (min–max) | '
-           'peak mem MB | train TFLOP/s | JAX speed-up (per-round range) |',
-           '| --- | --- | --- | --- | --- | --- | --- |']
+           'seed-steps/s | peak mem MB | train TFLOP/s | JAX speed-up (per-round range) |',
+           '| --- | --- | --- | --- | --- | --- | --- | --- |']
   for r in rows:
     speed = '–'
     if 'jax_speedup' in r:
@@ -690,7 +710,8 @@ def table(rows, device) -> str:
     lines.append(
         f'| {r["config"]} ({r["batch_size"]}) | {r["impl"]} | {r["step_median_s"]:.4f} '
         f'({r["step_min_s"]:.4f}–{r["step_max_s"]:.4f}) | {r["forward_median_s"]:.4f} '
-        f'({r["forward_min_s"]:.4f}–{r["forward_max_s"]:.4f}) | {_fmt_mem(r["peak_mem_mb"])} '
+        f'({r["forward_min_s"]:.4f}–{r["forward_max_s"]:.4f}) | '
+        f'{r.get("seed_steps_per_s", 1 / r["step_median_s"]):.2f} | {_fmt_mem(r["peak_mem_mb"])} '
         f'| {tf} | {speed} |')
   return '\n'.join(lines)
 
@@ -776,9 +797,9 @@ def main(argv):
   del argv
   if FLAGS.markdown_section and not re.fullmatch(r'[a-z0-9_]+', FLAGS.markdown_section):
     raise app.UsageError('--markdown_section: lower-case letters, digits and _ only')
-  unknown = set(FLAGS.impls) - set(IMPLS)
+  unknown = {i for i in FLAGS.impls if i not in IMPLS and not is_jax(i)}
   if unknown:
-    raise app.UsageError(f'--impls: unknown {sorted(unknown)} (choose from {IMPLS})')
+    raise app.UsageError(f'--impls: unknown {sorted(unknown)} (choose from {IMPLS} or jax_seedsN)')
   setup_frameworks()
   if FLAGS.probe:
     run_probe(FLAGS.probe)

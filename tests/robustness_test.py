@@ -1,4 +1,6 @@
 """benchmarks/robustness.py's metrics against independent computations."""
+import json
+
 import numpy as np
 import pytest
 from absl import app
@@ -99,3 +101,29 @@ def test_localization_score_columns_only_for_scores_every_seed_has():
   # Rows scored with nothing extra: the table is today's, column for column.
   plain = robustness.markdown(robustness.summarize([_row(0, 0.4, {})]), 300, 1, 'cmd', [])
   assert 'score=' not in plain
+
+
+def test_seeds_of_a_configuration_are_one_program_equal_to_separate_runs(tiny_data_dir,
+                                                                          tmp_path):
+  """run_seeds([0, 1]) trains one num_seeds=2 program whose per-seed rows are the rows of
+  run_seeds([0]) and run_seeds([1]); a second call reads the cached rows."""
+  shrink = [('model.dim', 16), ('model.num_units', 4), ('data.max_snippets', 32),
+            ('batch_size', 8), ('data.eval_batch_size', 8), ('optim.learning_rate', 1e-4),
+            ('data.eval_buckets', [64, 128, 256])]
+  run = lambda seeds, name: robustness.run_seeds(
+      'tiny', 'small', 'aumn', seeds, 4, 0, tiny_data_dir, str(tmp_path / name), shrink)
+  assert robustness.consecutive([0, 1, 2, 5, 7, 8]) == [[0, 1, 2], [5], [7, 8]]
+  assert robustness.program_dir([0, 1, 2]) == 'seeds_0-2'
+  assert robustness.program_dir([5]) == 'seed_5'
+  together = run([0, 1], 'together')
+  assert [r['seed'] for r in together] == [0, 1]
+  assert all(r['program_seeds'] == [0, 1] for r in together)
+  for row in together:
+    alone = run([row['seed']], f'alone{row["seed"]}')[0]
+    assert row['avg_0.1:0.7'] == pytest.approx(alone['avg_0.1:0.7'], abs=1e-4)
+    assert row['fg_auc'] == pytest.approx(alone['fg_auc'], abs=1e-4)
+    assert [s for s, _ in row['fg_trace']] == [s for s, _ in alone['fg_trace']]
+    np.testing.assert_allclose([a for _, a in row['fg_trace']],
+                               [a for _, a in alone['fg_trace']], rtol=1e-5)
+  # A second call reads the cached rows (JSON: tuples come back as lists), not a retrain.
+  assert run([0, 1], 'together') == json.loads(json.dumps(together))

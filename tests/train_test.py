@@ -257,13 +257,17 @@ def test_ablation_configs_train(tiny_data_dir, overrides):
   train_fn, _ = train_step.jit_steps(config, mesh)
   iterator = input_pipeline.TrainIterator(
       split, 0, seed=0, global_batch_size=config.batch_size,
-      max_snippets=config.data.max_snippets, sampling=config.data.sampling)
+      max_snippets=config.data.max_snippets, sampling=config.data.sampling,
+      num_seeds=config.num_seeds)
+  rngs = train_step.dropout_rngs(config, mesh)
   for _ in range(2):
     _, batch = next(iterator)
-    state, metrics = train_fn(state, parallel.to_global(batch, mesh), jax.random.PRNGKey(0))
+    inputs = {k: batch[k] for k in train_step.TRAIN_INPUTS}
+    state, metrics = train_fn(
+        state, parallel.to_global(inputs, parallel.seed_batch_sharded(mesh)), rngs)
   iterator.close()
   metrics = jax.device_get(metrics)
-  assert np.isfinite(metrics['loss'])
+  assert np.all(np.isfinite(metrics['loss']))
   for name in ('div', 'hom', 'sp'):
     if config.loss[f'lambda_{name}'] == 0.0 or config.model.head == 'mil':
       # The term is still logged, but contributes nothing to the total.

@@ -1,0 +1,139 @@
+r"""N seeds as one program (config.num_seeds=N) against N separate runs of train.py.
+
+  python -m benchmarks.many_seeds [--config configs/synthetic.py] [--seeds 5] [--seed 0]
+      [--workdir /tmp/aumn_many_seeds] [--json OUT.json] [--markdown OUT.md]
+      [--set KEY=VALUE ...]
+
+Runs, one after the other, each a fresh `python train.py --config=CONFIG` process (what a user
+types; the persistent compilation cache is on in both, as by default):
+  together   --config.num_seeds=N --config.seed=S                      one program
+  separate   --config.seed=S+i (num_seeds 1), for i in 0..N-1           N programs
+and reports the wall time of each (process start to exit: start-up, compilation, data loading,
+training, evaluations), the training time alone (metrics.jsonl: steps / steps_per_sec summed
+over the logged intervals; evaluations excluded) and each seed's final avg mAP, which must be
+the same number both ways (the program computes what the separate runs compute; checked to
+1e-3 here, tests/seeds_test.py checks it to 1e-4 on a tiny config).
+A finished run's workdir is reused (train.py resumes a finished run: evaluation only), so use
+a fresh --workdir to time.
+"""
+import datetime
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from typing import Any, Sequence
+
+from absl import app
+from absl import flags
+
+from aumn_jax import cli
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('config', 'configs/synthetic.py', 'The config file of every run.')
+flags.DEFINE_integer('seeds', 5, 'N: seeds per program.')
+flags.DEFINE_integer('seed', 0, 'The first seed S.')
+flags.DEFINE_string('workdir', '/tmp/aumn_many_seeds', 'One workdir per run under here.')
+flags.DEFINE_string('json', None, 'Write the results here as JSON.')
+flags.DEFINE_string('markdown', None, 'Write the table here.')
+flags.DEFINE_multi_string('set', [], 'KEY=VALUE: --config.KEY=VALUE for every run.')
+
+
+def train(workdir: str, overrides: Sequence[str]) -> dict[str, Any]:
+  """One train.py process; its wall time, training time and results.json."""
+  cmd = [sys.executable, 'train.py', f'--config={FLAGS.config}', f'--workdir={workdir}',
+         *(f'--config.{o}' for o in overrides)]
+  print('$ ' + shlex.join(cmd), flush=True)
+  start = time.perf_counter()
+  proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                        text=True)
+  wall = time.perf_counter() - start
+  if proc.returncode:
+    raise SystemExit(f'{shlex.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}')
+  with open(os.path.join(workdir, 'results.json'), encoding='utf-8') as f:
+    results = json.load(f)
+  return {'command': shlex.join(cmd), 'wall_s': wall, 'train_s': training_seconds(workdir),
+          'results': results}
+
+
+def training_seconds(workdir: str) -> float:
+  """Seconds spent training (evaluations excluded): each logged interval's steps over its
+  steps/s, summed."""
+  total, previous = 0.0, 0
+  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
+    for line in map(json.loads, f):
+      if 'steps_per_sec' in line:
+        total += (line['step'] - previous) / line['steps_per_sec']
+        previous = line['step']
+  return total
+
+
+def per_seed_maps(results: dict[str, Any], seed: int) -> dict[int, float]:
+  if 'per_seed' in results:
+    return {e['seed']: e['average_map'] for e in results['per_seed']}
+  return {seed: results['average_map']}
+
+
+def markdown(report: dict[str, Any]) -> str:
+  together, separate = report['together'], report['separate']
+  n = len(separate)
+  sep_wall = sum(r['wall_s'] for r in separate)
+  sep_train = sum(r['train_s'] for r in separate)
+  maps = lambda m: ', '.join(f'{100 * m[s]:.2f}' for s in sorted(m))
+  sep_maps = {}
+  for i, r in enumerate(separate):
+    sep_maps.update(per_seed_maps(r['results'], report['seed'] + i))
+  tm = together['results']
+  lines = [
+      f'{report["config"]}, seeds {report["seed"]}..{report["seed"] + n - 1}, '
+      f'{report["date"]}, {report["machine"]}.',
+      '',
+      '| mode | processes | wall s | training s | avg mAP per seed (%) | mean ± std (%) |',
+      '| --- | --- | --- | --- | --- | --- |',
+      f'| one program (num_seeds={n}) | 1 | {together["wall_s"]:.0f} | '
+      f'{together["train_s"]:.0f} | {maps(per_seed_maps(tm, report["seed"]))} | '
+      f'{100 * tm["average_map"]:.2f} ± {100 * tm["average_map_std"]:.2f} |',
+      f'| separate runs | {n} | {sep_wall:.0f} | {sep_train:.0f} | {maps(sep_maps)} | – |',
+      '',
+      f'One program / separate: wall {together["wall_s"] / sep_wall:.2f}×, training '
+      f'{together["train_s"] / sep_train:.2f}×.',
+      '',
+      f'Command: `{report["command"]}`', '']
+  return '\n'.join(lines)
+
+
+@cli.user_errors
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if FLAGS.seeds < 2:
+    raise app.UsageError(f'--seeds={FLAGS.seeds}: at least 2')
+  n, first = FLAGS.seeds, FLAGS.seed
+  together = train(os.path.join(FLAGS.workdir, f'seeds_{first}-{first + n - 1}'),
+                   [*FLAGS.set, f'num_seeds={n}', f'seed={first}'])
+  separate = [train(os.path.join(FLAGS.workdir, f'seed_{first + i}'),
+                    [*FLAGS.set, f'seed={first + i}']) for i in range(n)]
+  mine = per_seed_maps(together['results'], first)
+  for i, run in enumerate(separate):
+    alone = run['results']['average_map']
+    if abs(mine[first + i] - alone) > 1e-3:
+      raise SystemExit(f'seed {first + i}: {mine[first + i]} in one program, {alone} alone')
+  report = {'date': datetime.datetime.now().isoformat(timespec='seconds'),
+            'command': 'python -m benchmarks.many_seeds ' + ' '.join(sys.argv[1:]),
+            'config': FLAGS.config, 'seed': first, 'machine': f'{os.cpu_count()} CPU cores',
+            'together': together, 'separate': separate}
+  text = markdown(report)
+  print(text)
+  if FLAGS.json:
+    with open(FLAGS.json, 'w', encoding='utf-8') as f:
+      json.dump(report, f, indent=1)
+  if FLAGS.markdown:
+    with open(FLAGS.markdown, 'w', encoding='utf-8') as f:
+      f.write(text)
+
+
+if __name__ == '__main__':
+  cli.run(main)

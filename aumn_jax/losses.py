@@ -1,7 +1,7 @@
 """Training losses of AUMN (SPEC.md §3) and the diagnostics that reveal its failure modes (§9).
 
 total_loss(out, batch, loss_cfg) -> (loss, aux) is the one entry point; each term is its own
-function of the model outputs so a research tweak swaps one function. All means are masked
+function of the model outputs (models.Outputs) so a research tweak swaps one function. All means are masked
 (padded snippets never count) and all batch sums are plain jnp sums: global under jit.
 
 Deliberately not here: weight decay (the optimizer adds it), anything that reads parameters or
@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from aumn_jax import memory
+from aumn_jax import models
 
 _EPS = 1e-6
 # A unit is "in use" when it claims more than this fraction of its uniform share of the
@@ -30,7 +31,7 @@ def _masked_mean(x_BxT, mask_BxT):
   return jnp.sum(x_BxT * mask_BxT) / jnp.maximum(jnp.sum(mask_BxT), 1.0)
 
 
-def classification_loss(out, labels_BxC):
+def classification_loss(out: models.Outputs, labels_BxC):
   """CE(p, [y, 1]) + CE(p', [y, 0]), targets normalised to sum 1, mean over videos."""
   ones = jnp.ones_like(labels_BxC[:, :1])
   t_base = jnp.concatenate([labels_BxC, ones], axis=-1)
@@ -38,7 +39,7 @@ def classification_loss(out, labels_BxC):
   t_base = t_base / jnp.sum(t_base, axis=-1, keepdims=True)
   t_supp = t_supp / jnp.maximum(jnp.sum(t_supp, axis=-1, keepdims=True), _EPS)
   ce = lambda t, logits: -jnp.sum(t * jax.nn.log_softmax(logits, axis=-1), axis=-1)
-  return jnp.mean(ce(t_base, out['video_logits']) + ce(t_supp, out['video_logits_supp']))
+  return jnp.mean(ce(t_base, out.video_logits) + ce(t_supp, out.video_logits_supp))
 
 
 def diversity_loss(adapted_BxLxD):
@@ -75,7 +76,7 @@ GUIDE_CLASSES = ('all', 'video')
 GUIDE_FORMS = ('l1', 'bce')
 
 
-def guide_loss(out, mask_BxT, labels_BxC=None, form='l1', center=False):
+def guide_loss(out: models.Outputs, mask_BxT, labels_BxC=None, form='l1', center=False):
   """mean_t |1 - a_t - p_bg(t)| over valid snippets: the foreground attention agrees with the
   base branch's per-snippet background probability (HAM-Net / CO2-Net's guide loss). The base
   branch learns p_bg from the video-level targets (every video has background), so a gets a
@@ -97,7 +98,7 @@ def guide_loss(out, mask_BxT, labels_BxC=None, form='l1', center=False):
   snippet alike (every video's target holds background, few hold a given class); uncentred,
   that sends the target 1 - p_bg toward 0 everywhere and a follows (docs/method.md §9).
   """
-  logits_BxTxC1 = out['cas']
+  logits_BxTxC1 = out.cas
   if center:
     m_BxTx1 = mask_BxT[..., None]
     mean_Bx1xC1 = (jnp.sum(logits_BxTxC1 * m_BxTx1, axis=1, keepdims=True)
@@ -108,9 +109,9 @@ def guide_loss(out, mask_BxT, labels_BxC=None, form='l1', center=False):
     logits_BxTxC1 = jnp.where(keep_BxC1[:, None, :], logits_BxTxC1, -jnp.inf)
   p_bg_BxT = jax.nn.softmax(logits_BxTxC1, axis=-1)[..., -1]
   if form == 'l1':
-    return _masked_mean(jnp.abs(1.0 - out['fg'] - p_bg_BxT), mask_BxT)
+    return _masked_mean(jnp.abs(1.0 - out.fg - p_bg_BxT), mask_BxT)
   target = jax.lax.stop_gradient(1.0 - p_bg_BxT)
-  a = jnp.clip(out['fg'], 1e-6, 1.0 - 1e-6)
+  a = jnp.clip(out.fg, 1e-6, 1.0 - 1e-6)
   return _masked_mean(-(target * jnp.log(a) + (1.0 - target) * jnp.log1p(-a)), mask_BxT)
 
 
@@ -125,7 +126,7 @@ def guide_weight(loss_cfg: Any, step) -> jnp.ndarray:
   return loss_cfg.lambda_guide * jnp.where(steps > 0, frac, 1.0)
 
 
-def diagnostics(out, mask_BxT) -> Dict[str, jnp.ndarray]:
+def diagnostics(out: models.Outputs, mask_BxT) -> Dict[str, jnp.ndarray]:
   """Scalars that reveal the failure modes of SPEC §9 (no gradient, logging only).
 
   Weak supervision has no snippet labels, so "action" vs "background" snippets are weighted by
@@ -134,20 +135,20 @@ def diagnostics(out, mask_BxT) -> Dict[str, jnp.ndarray]:
   """
   out = jax.lax.stop_gradient(out)
   m = mask_BxT
-  fg = out['fg']
+  fg = out.fg
   w_act, w_bg = fg * m, (1.0 - fg) * m
   wmean = lambda x, w: jnp.sum(x * w) / (jnp.sum(w) + _EPS)
-  p_bg_BxT = jax.nn.softmax(out['cas'], axis=-1)[..., -1]
+  p_bg_BxT = jax.nn.softmax(out.cas, axis=-1)[..., -1]
   diag = {
       'diag_fg_mean': _masked_mean(fg, m),
       # Base branch: p(background) should be high where a is low and low where a is high.
       'diag_bg_prob_action': wmean(p_bg_BxT, w_act),
       'diag_bg_prob_background': wmean(p_bg_BxT, w_bg),
   }
-  if 'read_attn' not in out:
+  if out.memory is None:
     return diag
 
-  read, upd, mass = out['read_attn'], out['update_attn'], out['mass']
+  read, upd, mass = out.memory.read_attn, out.memory.update_attn, out.memory.mass
   num_units = read.shape[-1]
   log_l = jnp.log(float(num_units))
 
@@ -159,7 +160,7 @@ def diagnostics(out, mask_BxT) -> Dict[str, jnp.ndarray]:
   read_entropy = _masked_mean(_entropy(read), m)
   read_marginal = (jnp.sum(read * m[..., None], axis=(0, 1)) / jnp.maximum(jnp.sum(m), 1.0))
   share_L = jnp.sum(mass, axis=0) / (jnp.sum(mass) + _EPS)
-  adapted = out['memory_adapted']
+  adapted = out.memory.memory_adapted
   # Same unit, different videos: 1 means M~ ignores the video (the adaptation is dead).
   unit_dirs = memory.safe_normalize(adapted)
   mean_dir_LxD = jnp.mean(unit_dirs, axis=0)
@@ -181,7 +182,7 @@ def diagnostics(out, mask_BxT) -> Dict[str, jnp.ndarray]:
   return diag
 
 
-def total_loss(out, batch, loss_cfg: Any, step=0) -> Tuple[jnp.ndarray, Dict[str, jnp.ndarray]]:
+def total_loss(out: models.Outputs, batch, loss_cfg: Any, step=0) -> Tuple[jnp.ndarray, Dict[str, jnp.ndarray]]:
   """L = L_cls + lambda_div L_div + lambda_hom L_hom + lambda_sp L_fg + lambda_read L_read
   + lambda_guide(step) L_guide.
 
@@ -189,7 +190,7 @@ def total_loss(out, batch, loss_cfg: Any, step=0) -> Tuple[jnp.ndarray, Dict[str
   weights so an ablation can tell them apart. Plus the guide loss (docs/method.md §7).
 
   Args:
-    out: model outputs (models.py); the memory terms need the 'aumn' head's keys.
+    out: the model's outputs; the memory terms need the 'aumn' head's out.memory.
     batch: needs 'labels' [B, C] and 'mask' [B, T].
     loss_cfg: config.loss (lambda_div, lambda_hom, lambda_sp, lambda_read, lambda_guide,
       guide_form, guide_classes, guide_center, guide_steps).
@@ -203,12 +204,13 @@ def total_loss(out, batch, loss_cfg: Any, step=0) -> Tuple[jnp.ndarray, Dict[str
   mask = batch['mask'].astype(jnp.float32)
   zero = jnp.zeros((), jnp.float32)
   loss_cls = classification_loss(out, batch['labels'])
-  loss_sp = foreground_sparsity(out['fg'], mask)
+  loss_sp = foreground_sparsity(out.fg, mask)
   loss_div = loss_hom = loss_read = zero
-  if 'read_attn' in out:
-    loss_div = diversity_loss(out['memory_adapted'])
-    loss_hom = homogeneity_loss(out['update_attn'], out['update_cos'], out['fg'], mask)
-    loss_read = read_sparsity(out['read_attn'], mask)
+  if out.memory is not None:
+    mem = out.memory
+    loss_div = diversity_loss(mem.memory_adapted)
+    loss_hom = homogeneity_loss(mem.update_attn, mem.update_cos, out.fg, mask)
+    loss_read = read_sparsity(mem.read_attn, mask)
   if loss_cfg.guide_classes not in GUIDE_CLASSES:
     raise ValueError(f'config.loss.guide_classes={loss_cfg.guide_classes!r}: not one of '
                      f'{GUIDE_CLASSES}')

@@ -14,9 +14,10 @@ padding sees exactly what it sees at the true end of the video; every attention,
 top-k is masked, so padding changes no output at valid positions, no video score and not the
 memory update.
 """
-from typing import Any
+from typing import Any, Optional
 
 import flax.linen as nn
+from flax import struct
 import jax
 import jax.numpy as jnp
 
@@ -168,14 +169,35 @@ class _Skeleton(nn.Module):
     return h_BxTxD, fg_BxT
 
 
-def _outputs(cas, cas_supp, fg, mask, ratio):
-  return {
-      'cas': cas,
-      'cas_supp': cas_supp,
-      'fg': fg,
-      'video_logits': topk_mean(cas, mask, ratio),
-      'video_logits_supp': topk_mean(cas_supp, mask, ratio),
-  }
+@struct.dataclass
+class MemoryOutputs:
+  """What the AUMN head adds: the memory's attentions and units (losses.py reads them)."""
+  update_attn: jax.Array      # [B, T, L] R: which unit each snippet writes to
+  update_cos: jax.Array       # [B, T, L] cos(H Wk, M~ Wq) against the adapted units (L_hom)
+  read_attn: jax.Array        # [B, T, L] A: which unit classifies each snippet
+  memory_adapted: jax.Array   # [B, L, D] M~: the bank adapted to each video
+  mass: jax.Array             # [B, L] foreground mass each unit claimed
+
+
+@struct.dataclass
+class Outputs:
+  """A head's outputs. Per snippet [B, T, ...]: cas, cas_supp (logits, C + 1 columns, the
+  last one background), fg (the foreground attention a); per video [B, C + 1]: video_logits,
+  video_logits_supp (top-k MIL scores of the two branches). `memory` is None for head='mil':
+  `out.memory is not None` is how losses and steps tell the heads apart."""
+  cas: jax.Array
+  cas_supp: jax.Array
+  fg: jax.Array
+  video_logits: jax.Array
+  video_logits_supp: jax.Array
+  memory: Optional[MemoryOutputs] = None
+
+
+def _outputs(cas, cas_supp, fg, mask, ratio, memory_outputs=None):
+  return Outputs(cas=cas, cas_supp=cas_supp, fg=fg,
+                 video_logits=topk_mean(cas, mask, ratio),
+                 video_logits_supp=topk_mean(cas_supp, mask, ratio),
+                 memory=memory_outputs)
 
 
 class MILNet(nn.Module):
@@ -283,15 +305,9 @@ class AUMN(nn.Module):
     cas = (weighted + bias_part) * m
     cas_supp = (fg[..., None] * weighted + bias_part) * m
 
-    out = _outputs(cas, cas_supp, fg, mask_BxT, self.topk_ratio)
-    out.update({
-        'update_attn': update_BxTxL,
-        'update_cos': update_cos,
-        'read_attn': read_BxTxL,
-        'memory_adapted': adapted_BxLxD,
-        'mass': mass_BxL,
-    })
-    return out
+    return _outputs(cas, cas_supp, fg, mask_BxT, self.topk_ratio, MemoryOutputs(
+        update_attn=update_BxTxL, update_cos=update_cos, read_attn=read_BxTxL,
+        memory_adapted=adapted_BxLxD, mass=mass_BxL))
 
 
 def create_model(config: Any, num_classes: int) -> nn.Module:

@@ -86,12 +86,12 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array]
   out = state.apply_fn({'params': state.params, 'memory': state.memory},
                        batch['features'], batch['mask'], train=False)
   per_snippet = {
-      'cas_probs': jax.nn.softmax(out['cas_supp'], axis=-1),   # SPEC §5: suppressed branch
-      'fg': out['fg'],
+      'cas_probs': jax.nn.softmax(out.cas_supp, axis=-1),   # SPEC §5: suppressed branch
+      'fg': out.fg,
   }
-  if 'read_attn' in out:
-    per_snippet['read_attn'] = out['read_attn']
-  per_video = {'video_probs': jax.nn.softmax(out['video_logits_supp'], axis=-1)}
+  if out.memory is not None:
+    per_snippet['read_attn'] = out.memory.read_attn
+  per_video = {'video_probs': jax.nn.softmax(out.video_logits_supp, axis=-1)}
   return {'per_snippet': per_snippet, 'per_video': per_video}
 
 

@@ -82,3 +82,24 @@ def tiny_config(data_dir):
   c.eval_every_steps = 4
   c.checkpoint_every_steps = 2
   return c
+
+
+def flat_outputs(out):
+  """models.Outputs as one flat {name: array} dict (the PyTorch twin's and the NumPy
+  references' form): the memory's fields beside the skeleton's."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  flat = {f.name: getattr(out, f.name) for f in dataclasses.fields(out) if f.name != 'memory'}
+  if out.memory is not None:
+    flat.update({f.name: getattr(out.memory, f.name) for f in dataclasses.fields(out.memory)})
+  return flat
+
+
+def outputs_from_flat(flat):
+  """The inverse of flat_outputs: a flat dict with the memory's keys makes an AUMN output."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from aumn_jax import models
+  memory_keys = [f.name for f in dataclasses.fields(models.MemoryOutputs)]
+  memory = (models.MemoryOutputs(**{k: flat[k] for k in memory_keys})
+            if 'read_attn' in flat else None)
+  return models.Outputs(**{k: v for k, v in flat.items() if k not in memory_keys},
+                        memory=memory)

@@ -9,7 +9,11 @@ import ml_collections
 import numpy as np
 import pytest
 
+import conftest
 from aumn_jax import losses
+
+# The cases are flat dicts (what the NumPy reference reads); the losses take models.Outputs.
+_typed = conftest.outputs_from_flat
 
 B, T, L, D, C = 2, 5, 3, 4, 2
 C1 = C + 1
@@ -25,7 +29,7 @@ def _cfg(div=1.0, hom=0.1, sp=0.1, read=0.2, guide=0.3, guide_steps=0):
 @functools.partial(jax.jit, static_argnames=('guide_classes', 'guide_form', 'guide_center'))
 def _total_loss(out, batch, lambdas, guide_classes, guide_form, guide_center):
   # The weights enter as traced scalars, so one compile per head serves every test.
-  return losses.total_loss(out, batch, types.SimpleNamespace(
+  return losses.total_loss(_typed(out), batch, types.SimpleNamespace(
       guide_classes=guide_classes, guide_form=guide_form, guide_center=guide_center, **lambdas))
 
 
@@ -194,12 +198,13 @@ def test_bce_guide_matches_loops_and_pulls_a_dead_attention_back():
   logit = jnp.full((B, T), -12.0)
   def guide_of(form, lg):
     o = dict(out, fg=jax.nn.sigmoid(lg) * batch['mask'])
-    return losses.guide_loss(o, batch['mask'], None, form)
+    return losses.guide_loss(_typed(o), batch['mask'], None, form)
   g_bce = jax.grad(lambda lg: guide_of('bce', lg))(logit)
   g_l1 = jax.grad(lambda lg: guide_of('l1', lg))(logit)
   assert float(jnp.max(jnp.abs(g_l1))) < 1e-5 < 1e-2 < float(jnp.min(-g_bce[0]))
   # and no gradient reaches the base branch through the target
-  g_cas = jax.grad(lambda c: losses.guide_loss(dict(out, cas=c), batch['mask'], None, 'bce'))(
+  g_cas = jax.grad(lambda c: losses.guide_loss(_typed(dict(out, cas=c)), batch['mask'], None,
+                                                   'bce'))(
       jnp.asarray(out['cas']))
   assert float(jnp.max(jnp.abs(g_cas))) == 0.0
 
@@ -248,7 +253,7 @@ def test_unknown_guide_classes_refused():
   cfg = types.SimpleNamespace(**_cfg())
   cfg.guide_classes = 'some'
   with pytest.raises(ValueError, match="guide_classes='some'"):
-    losses.total_loss(out, batch, cfg)
+    losses.total_loss(_typed(out), batch, cfg)
 
 
 def test_aux_keys_fixed_per_head():
@@ -296,6 +301,6 @@ def test_gradients_finite_with_padding_and_saturated_attention():
   out['read_attn'][0, 0] = np.array([1.0, 0.0, 0.0])       # exactly one-hot row
   out['read_attn'][1, 3:] = 0.0                             # masked rows are exactly 0
   out['update_attn'][1, 3:] = 0.0
-  grads = jax.jit(jax.grad(lambda o: losses.total_loss(o, batch, _cfg())[0]))(out)
+  grads = jax.jit(jax.grad(lambda o: losses.total_loss(_typed(o), batch, _cfg())[0]))(out)
   for k, g in grads.items():
     assert np.all(np.isfinite(np.asarray(g))), k

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+import conftest
 from aumn_jax import losses
 from aumn_jax import memory
 from aumn_jax import models
@@ -101,7 +102,7 @@ def _train_results(head, center, dropout, padded, rng_seed=7):
     x, mask = _pad(x, mask)
   (loss, (aux, out, new_vars)), grads = grad_step(
       variables['params'], x, mask, labels, jax.random.PRNGKey(rng_seed))
-  return loss, aux, out, new_vars, grads
+  return loss, aux, conftest.flat_outputs(out), new_vars, grads
 
 
 # Variants (head, center_features, dropout) whose training step is compiled.
@@ -114,7 +115,10 @@ BASELINE = ('mil', False, 0.0)
 def test_variables_and_output_contract(variant):
   variables = _variables(variant[0])
   _, _, out, new_vars, _ = _train_results(*variant, padded=False)
-  _, mask, _ = _batch()
+  x, mask, _ = _batch()
+  typed, _ = _setup(*variant)[3](variables, x, mask)
+  assert isinstance(typed, models.Outputs)
+  assert (typed.memory is not None) == (variant[0] == 'aumn')
   if variant[0] == 'aumn':
     assert set(variables) == {'params', 'memory'} and set(new_vars) == {'memory'}
     assert variables['memory']['bank'].shape == (4, 16)
@@ -223,15 +227,15 @@ def test_aumn_starts_as_the_baseline_and_its_units_add_to_it():
   assert not np.any(np.asarray(variables['params']['unit_kernel']))
   baseline = models.create_model(_config('mil', True, 0.0), C)
   shared = {k: variables['params'][k] for k in ('skeleton', 'classifier', 'classifier_bias')}
-  want = baseline.apply({'params': shared}, x, mask, train=False)
+  want = conftest.flat_outputs(baseline.apply({'params': shared}, x, mask, train=False))
   _, _, _, eval_step = _setup(*DEFAULT)
-  got, _ = eval_step(variables, x, mask)
+  got = conftest.flat_outputs(eval_step(variables, x, mask)[0])
   for k in OUT_KEYS:
     np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=1e-6, err_msg=k)
   units = jax.random.normal(jax.random.PRNGKey(3), variables['params']['unit_kernel'].shape)
   moved = {**variables, 'params': {**variables['params'], 'unit_kernel': units}}
   got, _ = eval_step(moved, x, mask)
-  assert np.max(np.abs(np.asarray(got['cas']) - np.asarray(want['cas']))) > 1e-2
+  assert np.max(np.abs(np.asarray(got.cas) - np.asarray(want['cas']))) > 1e-2
 
 
 def test_uncentred_memory_with_dropout_trains_forward():
@@ -241,6 +245,7 @@ def test_uncentred_memory_with_dropout_trains_forward():
   step = jax.jit(lambda rng: model.apply(variables, x, mask, train=True, rngs={'dropout': rng},
                                          mutable=['memory']))
   (out_a, vars_a), (out_b, _) = step(jax.random.PRNGKey(0)), step(jax.random.PRNGKey(1))
+  out_a, out_b = conftest.flat_outputs(out_a), conftest.flat_outputs(out_b)
   for k, v in out_a.items():
     assert np.all(np.isfinite(np.asarray(v))), k
   np.testing.assert_allclose(np.linalg.norm(vars_a['memory']['bank'], axis=-1), 1.0, rtol=1e-6)

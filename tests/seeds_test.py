@@ -33,30 +33,16 @@ def _config(data_dir, **changes):
 
 
 def _variables(workdir, config):
-  """[N]-stacked params and memory of the latest checkpoint of `workdir`, as NumPy."""
-  num_classes = data.load_split(config.data.data_dir, 'synthetic', 'train').num_classes
-  target = train_step.init_state(config, num_classes, parallel.make_mesh(jax.devices()[:1]))
-  manager = checkpointing.create_manager(workdir, read_only=True)
-  state = checkpointing.restore(manager, manager.latest_step(), target)
-  return jax.device_get({'params': state.params, 'memory': state.memory})
+  return conftest.checkpoint_variables(workdir, config)[0]
 
 
 def _lines(workdir):
-  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
-    return [json.loads(line) for line in f]
+  return conftest.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
 
 
 def _json(path):
   with open(path, encoding='utf-8') as f:
     return json.load(f)
-
-
-def _close(a, b, atol):
-  leaves_a, tree_a = jax.tree.flatten(a)
-  leaves_b, tree_b = jax.tree.flatten(b)
-  assert tree_a == tree_b
-  for x, y in zip(leaves_a, leaves_b):
-    np.testing.assert_allclose(x, y, atol=atol, rtol=0)
 
 
 @pytest.fixture(scope='module')
@@ -100,7 +86,7 @@ def test_four_seeds_equal_four_runs(four_seeds, single_runs, tmp_path, where):
   stacked = _variables(workdir, config)
   lines = [l for l in _lines(workdir) if 'loss' in l]
   for i, (single_config, single_dir) in enumerate(single_runs):
-    _close(train_step.replica(stacked, i), train_step.replica(
+    conftest.assert_trees_close(train_step.replica(stacked, i), train_step.replica(
         _variables(single_dir, single_config), 0), atol=1e-5)
     single_lines = [l for l in _lines(single_dir) if 'loss' in l]
     assert [l['step'] for l in lines] == [l['step'] for l in single_lines]
@@ -177,7 +163,8 @@ def test_resumed_seeds_equal_uninterrupted(four_seeds, tmp_path):
   first.num_train_steps = 2
   train_loop.train_and_evaluate(first, workdir, mesh=mesh)
   train_loop.train_and_evaluate(config, workdir, mesh=mesh)
-  _close(_variables(workdir_full, config), _variables(workdir, config), atol=0)
+  conftest.assert_trees_close(_variables(workdir_full, config), _variables(workdir, config),
+                              atol=0)
 
 
 def test_three_seeds_on_eight_devices(tiny_data_dir, single_runs, tmp_path):
@@ -214,6 +201,7 @@ def test_a_checkpoint_without_the_seed_axis_restores(tiny_data_dir, tmp_path):
   manager.wait_until_finished()
   restored = checkpointing.restore(manager, 3, stacked)
   manager.close()
-  _close(jax.device_get(restored.params), jax.device_get(stacked.params), atol=0)
-  _close(jax.device_get(restored.opt_state), jax.device_get(stacked.opt_state), atol=0)
+  for part in ('params', 'opt_state'):
+    conftest.assert_trees_close(jax.device_get(getattr(restored, part)),
+                                jax.device_get(getattr(stacked, part)), atol=0)
   assert restored.step.shape == (1,)

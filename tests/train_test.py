@@ -32,28 +32,6 @@ REPO = conftest.REPO
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
-def _final_variables(workdir, config, num_classes):
-  """Params and memory bank of the latest checkpoint of `workdir`, as NumPy."""
-  mesh = parallel.make_mesh(jax.devices()[:1])
-  target = train_step.init_state(config, num_classes, mesh)
-  manager = checkpointing.create_manager(workdir, read_only=True)
-  state = checkpointing.restore(manager, manager.latest_step(), target)
-  return jax.device_get({'params': state.params, 'memory': state.memory}), manager.latest_step()
-
-
-def _assert_trees_close(a, b, atol):
-  leaves_a, tree_a = jax.tree.flatten(a)
-  leaves_b, tree_b = jax.tree.flatten(b)
-  assert tree_a == tree_b
-  for x, y in zip(leaves_a, leaves_b):
-    np.testing.assert_allclose(x, y, atol=atol, rtol=0)
-
-
-def _read_jsonl(path):
-  with open(path, encoding='utf-8') as f:
-    return [json.loads(line) for line in f]
-
-
 @pytest.fixture(scope='module')
 def uninterrupted(tiny_data_dir, tmp_path_factory):
   """One 4-step run over all 8 devices; other tests compare against it."""
@@ -65,7 +43,7 @@ def uninterrupted(tiny_data_dir, tmp_path_factory):
 
 def test_run_writes_its_outputs(uninterrupted):
   config, workdir, summary = uninterrupted
-  lines = _read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+  lines = conftest.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
   train_lines = [l for l in lines if 'train/loss' in l or 'loss' in l and 'map' not in l]
   eval_lines = [l for l in lines if 'average_map' in l]
   assert [l['step'] for l in train_lines] == [2, 4]
@@ -100,7 +78,7 @@ def test_the_files_of_a_run_reproduce_its_results_in_the_numpy_evaluator(uninter
                                                                      'ground_truth_test.json'),
        '--proposals', os.path.join(workdir, 'proposals_test.json'), '--drop_unknown_labels',
        '--output', os.path.join(workdir, 'file_mode.json')],
-      cwd=REPO, capture_output=True, text=True, timeout=120, env=_worker_env(1))
+      cwd=REPO, capture_output=True, text=True, timeout=120, env=conftest.worker_env(1))
   assert proc.returncode == 0, proc.stderr
   with open(os.path.join(workdir, 'results.json'), encoding='utf-8') as f:
     expected = json.load(f)
@@ -113,11 +91,9 @@ def test_eight_devices_equal_one(uninterrupted, tmp_path):
   config, workdir8, _ = uninterrupted
   workdir1 = str(tmp_path / 'one_device')
   train_loop.train_and_evaluate(config, workdir1, mesh=parallel.make_mesh(jax.devices()[:1]))
-  from aumn_jax import data  # pylint: disable=g-import-not-at-top
-  num_classes = data.load_split(config.data.data_dir, 'synthetic', 'train').num_classes
-  eight, _ = _final_variables(workdir8, config, num_classes)
-  one, _ = _final_variables(workdir1, config, num_classes)
-  _assert_trees_close(eight, one, atol=1e-5)
+  eight, _ = conftest.checkpoint_variables(workdir8, config)
+  one, _ = conftest.checkpoint_variables(workdir1, config)
+  conftest.assert_trees_close(eight, one, atol=1e-5)
 
 
 def test_resume_equals_uninterrupted(uninterrupted, tmp_path):
@@ -128,15 +104,13 @@ def test_resume_equals_uninterrupted(uninterrupted, tmp_path):
     first.num_train_steps = 2
   train_loop.train_and_evaluate(first, workdir)
   train_loop.train_and_evaluate(config, workdir)  # same command again: resumes at step 2
-  from aumn_jax import data  # pylint: disable=g-import-not-at-top
-  num_classes = data.load_split(config.data.data_dir, 'synthetic', 'train').num_classes
-  full, _ = _final_variables(workdir_full, config, num_classes)
-  resumed, step = _final_variables(workdir, config, num_classes)
+  full, _ = conftest.checkpoint_variables(workdir_full, config)
+  resumed, step = conftest.checkpoint_variables(workdir, config)
   assert step == 4
   # Bitwise on CPU: same data, same rng, same programs.
-  _assert_trees_close(full, resumed, atol=0)
+  conftest.assert_trees_close(full, resumed, atol=0)
   # The resume is on record, with what changed; config.json holds the extended run.
-  resumes = _read_jsonl(os.path.join(workdir, 'resumes.jsonl'))
+  resumes = conftest.read_jsonl(os.path.join(workdir, 'resumes.jsonl'))
   assert [(r['step'], r['changed']) for r in resumes] == [(2, {'num_train_steps': [2, 4]})]
   with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
     assert json.load(f)['num_train_steps'] == 4
@@ -163,12 +137,10 @@ def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(cut, unint
   out = capsys.readouterr().out
   assert 'checkpoints/4: damaged checkpoint' in out and 'at step 2' in out, out
   assert os.path.isdir(os.path.join(workdir, 'checkpoints_damaged', '4'))
-  from aumn_jax import data  # pylint: disable=g-import-not-at-top
-  num_classes = data.load_split(config.data.data_dir, 'synthetic', 'train').num_classes
-  full, _ = _final_variables(workdir_full, config, num_classes)
-  again, step = _final_variables(workdir, config, num_classes)
+  full, _ = conftest.checkpoint_variables(workdir_full, config)
+  again, step = conftest.checkpoint_variables(workdir, config)
   assert step == 4
-  _assert_trees_close(full, again, atol=0)  # steps 3-4 retrained: the uninterrupted result
+  conftest.assert_trees_close(full, again, atol=0)  # steps 3-4 retrained: the uninterrupted result
 
 
 def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(
@@ -202,8 +174,6 @@ class _NoSpaceLeft:
 def test_a_failed_save_stops_the_run_and_the_rerun_resumes_from_the_last_good_one(
     uninterrupted, tmp_path, monkeypatch):
   config, workdir_full, _ = uninterrupted
-  from aumn_jax import data  # pylint: disable=g-import-not-at-top
-  num_classes = data.load_split(config.data.data_dir, 'synthetic', 'train').num_classes
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.checkpoint_every_steps = config.log_every_steps = 1
@@ -222,15 +192,15 @@ def test_a_failed_save_stops_the_run_and_the_rerun_resumes_from_the_last_good_on
   message = str(failure.value)
   assert 'saving a checkpoint failed (OSError' in message and 'No space left' in message
   assert 'the saved steps [1] are kept' in message and '\n' not in message, message
-  steps = [r['step'] for r in _read_jsonl(os.path.join(workdir, 'metrics.jsonl'))]
+  steps = [r['step'] for r in conftest.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))]
   assert max(steps) <= 3 and not os.path.exists(os.path.join(workdir, 'results.json'))
 
   monkeypatch.setattr(handler, 'async_save', original)  # space freed: the rerun resumes
   train_loop.train_and_evaluate(config, workdir)
-  full, _ = _final_variables(workdir_full, config, num_classes)
-  resumed, step = _final_variables(workdir, config, num_classes)
+  full, _ = conftest.checkpoint_variables(workdir_full, config)
+  resumed, step = conftest.checkpoint_variables(workdir, config)
   assert step == 4
-  _assert_trees_close(full, resumed, atol=0)
+  conftest.assert_trees_close(full, resumed, atol=0)
 
 
 @pytest.mark.parametrize('overrides', [
@@ -289,7 +259,7 @@ def test_training_lowers_the_loss_and_raises_map(tiny_data_dir, tmp_path):
   config.model.dim = 64
   config.optim.learning_rate = 1e-3
   trained = train_loop.train_and_evaluate(config, str(tmp_path / 'trained'))
-  lines = [l for l in _read_jsonl(str(tmp_path / 'trained' / 'metrics.jsonl')) if 'loss_cls' in l]
+  lines = [l for l in conftest.read_jsonl(str(tmp_path / 'trained' / 'metrics.jsonl')) if 'loss_cls' in l]
   assert lines[-1]['loss_cls'] < 0.8 * lines[0]['loss_cls'], [l['loss_cls'] for l in lines]
   # Measured: 2.2 % untrained -> 40.7 % after 60 steps (11.4 % with localization.score='class';
   # CPU runs are deterministic).
@@ -309,19 +279,11 @@ _WORKER = textwrap.dedent('''
 ''')
 
 
-def _worker_env(devices, **extra):
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
-  env['JAX_PLATFORMS'] = 'cpu'
-  env.update(extra)
-  return env
-
-
 def _start_two_processes(code, port):
   """Two worker processes x 2 devices, jax.distributed on 127.0.0.1:port."""
   return [subprocess.Popen(
       [sys.executable, '-c', code], cwd=TESTS, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-      env=_worker_env(2, AUMN_COORDINATOR=f'127.0.0.1:{port}', AUMN_NUM_PROCESSES='2',
+      env=conftest.worker_env(2, AUMN_COORDINATOR=f'127.0.0.1:{port}', AUMN_NUM_PROCESSES='2',
                       AUMN_PROCESS_ID=str(i))) for i in range(2)]
 
 
@@ -351,11 +313,9 @@ def test_two_processes_equal_one_process(tiny_data_dir, tmp_path):
 
   workdir_sp = str(tmp_path / 'one_process')
   train_loop.train_and_evaluate(config, workdir_sp, mesh=parallel.make_mesh(jax.devices()[:4]))
-  from aumn_jax import data  # pylint: disable=g-import-not-at-top
-  num_classes = data.load_split(tiny_data_dir, 'synthetic', 'train').num_classes
-  multi, _ = _final_variables(workdir_mp, config, num_classes)
-  single, _ = _final_variables(workdir_sp, config, num_classes)
-  _assert_trees_close(multi, single, atol=1e-5)
+  multi, _ = conftest.checkpoint_variables(workdir_mp, config)
+  single, _ = conftest.checkpoint_variables(workdir_sp, config)
+  conftest.assert_trees_close(multi, single, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -383,7 +343,7 @@ def test_sigterm_saves_and_the_rerun_resumes(tiny_data_dir, tmp_path):
   workdir = str(tmp_path)
   code = _WORKER.format(data_dir=tiny_data_dir, workdir=workdir, steps=100000)
   proc = subprocess.Popen([sys.executable, '-c', code], cwd=TESTS, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, env=_worker_env(8))
+                          stderr=subprocess.STDOUT, env=conftest.worker_env(8))
   metrics = os.path.join(workdir, 'metrics.jsonl')
   deadline = time.time() + 300
   while not (os.path.exists(metrics) and os.path.getsize(metrics)) and time.time() < deadline:
@@ -409,7 +369,7 @@ def test_ctrl_c_saves_says_one_line_and_exits_130(tiny_data_dir, tmp_path):
        '--config.model.dim=16', '--config.model.num_units=4', '--config.batch_size=8',
        '--config.num_train_steps=100000', '--config.log_every_steps=2',
        '--config.eval_every_steps=100000', '--config.checkpoint_every_steps=100000'],
-      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_worker_env(1))
+      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=conftest.worker_env(1))
   metrics = workdir / 'metrics.jsonl'
   deadline = time.time() + 300
   while not (metrics.exists() and metrics.stat().st_size) and time.time() < deadline:
@@ -428,7 +388,7 @@ def test_bad_config_key_is_one_clear_line(tmp_path):
   proc = subprocess.run(
       [sys.executable, 'train.py', '--config=configs/synthetic.py', f'--workdir={tmp_path}',
        '--config.model.num_unit=3'], cwd=REPO, capture_output=True, text=True, timeout=120,
-      env=_worker_env(1))
+      env=conftest.worker_env(1))
   assert proc.returncode != 0
   assert 'num_unit' in proc.stderr
   assert 'Traceback' not in proc.stderr
@@ -437,7 +397,7 @@ def test_bad_config_key_is_one_clear_line(tmp_path):
 
 def test_a_cluster_jax_cannot_join_is_one_line(tmp_path):
   """SLURM_NTASKS=2 outside a SLURM job: JAX finds no coordinator; one line, nothing written."""
-  env = _worker_env(1, SLURM_NTASKS='2')
+  env = conftest.worker_env(1, SLURM_NTASKS='2')
   for key in [k for k in env if k.startswith('SLURM_') and k != 'SLURM_NTASKS']:
     del env[key]
   proc = subprocess.run(
@@ -453,7 +413,7 @@ def test_a_cluster_jax_cannot_join_is_one_line(tmp_path):
 def test_missing_config_file_is_one_line_listing_the_configs(script, tmp_path):
   proc = subprocess.run(
       [sys.executable, script, '--config=configs/nope.py', f'--workdir={tmp_path}'],
-      cwd=REPO, capture_output=True, text=True, timeout=120, env=_worker_env(1))
+      cwd=REPO, capture_output=True, text=True, timeout=120, env=conftest.worker_env(1))
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]  # one line
   assert '--config=configs/nope.py: cannot load' in proc.stderr
@@ -469,18 +429,16 @@ def test_bfloat16_compute_trains_like_float32(uninterrupted, tmp_path):
     config.compute_dtype = 'bfloat16'
   workdir = str(tmp_path)
   summary = train_loop.train_and_evaluate(config, workdir)
-  rows = {r['step']: r for r in _read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+  rows = {r['step']: r for r in conftest.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
           if 'loss' in r}
-  rows_full = {r['step']: r for r in _read_jsonl(os.path.join(workdir_full, 'metrics.jsonl'))
+  rows_full = {r['step']: r for r in conftest.read_jsonl(os.path.join(workdir_full, 'metrics.jsonl'))
                if 'loss' in r}
   assert sorted(rows) == sorted(rows_full)
   for step in rows:  # bf16 keeps ~3 significant digits of every product
     for key in ('loss', 'loss_cls', 'diag_fg_mean'):
       np.testing.assert_allclose(rows[step][key], rows_full[step][key], rtol=2e-2, err_msg=key)
   assert abs(summary['average_map'] - summary_full['average_map']) < 0.05
-  from aumn_jax import data  # pylint: disable=g-import-not-at-top
-  num_classes = data.load_split(config.data.data_dir, 'synthetic', 'train').num_classes
-  params, _ = _final_variables(workdir, config, num_classes)
+  params, _ = conftest.checkpoint_variables(workdir, config)
   assert all(v.dtype == np.float32 for v in jax.tree.leaves(params))  # stored in float32
 
 
@@ -520,7 +478,7 @@ def test_profile_steps_trace_that_window_and_bad_windows_are_refused(tiny_data_d
 def test_compilation_cache_is_written_then_used(tiny_data_dir, tmp_path):
   """train.py --compilation_cache=DIR: the first run writes compiled steps there, a second run
   (another workdir) compiles nothing new; a cache dir that cannot be made is one warning."""
-  env = _worker_env(1)
+  env = conftest.worker_env(1)
   env.pop('JAX_COMPILATION_CACHE_DIR', None)  # conftest's, for the other tests
   cache = tmp_path / 'cache'
   (tmp_path / 'a_file').write_text('')
@@ -597,7 +555,7 @@ def test_evaluate_cli_errors_are_one_line(tmp_path):
       (['--config=configs/synthetic.py', f'--workdir={tmp_path}'], 'no checkpoints/'),
   ]:
     proc = subprocess.run([sys.executable, 'evaluate.py', *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, env=_worker_env(1))
+                          text=True, timeout=120, env=conftest.worker_env(1))
     assert proc.returncode != 0 and expected in proc.stderr, proc.stderr
     assert 'Traceback' not in proc.stderr
 
@@ -651,9 +609,9 @@ def test_a_run_recorded_before_a_setting_existed_resumes_only_with_the_old_behav
 def test_rerun_of_a_finished_run_adds_no_duplicate_metrics(uninterrupted):
   config, workdir, _ = uninterrupted
   path = os.path.join(workdir, 'metrics.jsonl')
-  before = _read_jsonl(path)
+  before = conftest.read_jsonl(path)
   summary = train_loop.train_and_evaluate(config, workdir)  # finished: evaluates, trains nothing
-  assert _read_jsonl(path) == before
+  assert conftest.read_jsonl(path) == before
   assert summary['step'] == config.num_train_steps
 
 
@@ -681,5 +639,5 @@ def test_metrics_after_the_resumed_step_are_dropped(tmp_path):
   writer = metric_writer.MetricWriter(str(tmp_path), resume_step=4, enabled=True)
   writer.write(6, {'loss': 0.5})
   writer.close()
-  assert [(l['step'], l['loss']) for l in _read_jsonl(str(tmp_path / 'metrics.jsonl'))] == [
+  assert [(l['step'], l['loss']) for l in conftest.read_jsonl(str(tmp_path / 'metrics.jsonl'))] == [
       (2, 1.0), (4, 1.0), (6, 0.5)]

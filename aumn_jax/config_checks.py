@@ -58,7 +58,8 @@ def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
        '0 <= start <= end'),
   ]
   for key, known in (('input_norm', models.INPUT_NORMS), ('fg_input', models.FG_INPUTS),
-                     ('fg_norm', models.FG_NORMS), ('unit_init', models.UNIT_INITS)):
+                     ('fg_norm', models.FG_NORMS), ('unit_init', models.UNIT_INITS),
+                     ('suppress', models.SUPPRESS_FORMS)):
     value = config.model[key]
     checks.append((value in known, f'config.model.{key}={value!r}: not one of {known}'))
   for ok, message in checks:
@@ -104,7 +105,8 @@ MAY_CHANGE = ('num_train_steps', 'log_every_steps', 'eval_every_steps', 'checkpo
 # Training settings added after runs existed, with the value that reproduces what the code did
 # before them: a run recorded without the key was trained with that value.
 ADDED_LATER = {'model.unit_init': 'lecun', 'model.shared_classifier': False,
-               'loss.guide_center': False, 'compute_dtype': 'float32', 'num_seeds': 1}
+               'loss.guide_center': False, 'compute_dtype': 'float32', 'num_seeds': 1,
+               'model.suppress': 'features'}
 
 
 def _flatten(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:

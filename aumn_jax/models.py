@@ -27,6 +27,9 @@ from aumn_jax import memory
 INPUT_NORMS = ('none', 'layernorm', 'center')
 FG_INPUTS = ('dropped', 'embedding', 'features')
 FG_NORMS = ('none', 'center', 'layernorm')
+# What the foreground attention scales in the suppressed branch (config.model.suppress;
+# docs/method.md §9): 'features' S(a H) = a (H W) + b (SPEC §2); 'logits' a (s - min_t s) + min_t s.
+SUPPRESS_FORMS = ('features', 'logits')
 # How the unit classifiers W_l start (config.model.unit_init; docs/method.md §8).
 UNIT_INITS = ('lecun', 'zeros')
 # config.compute_dtype: the dtype of the convolution and the matmuls. Parameters, the optimizer
@@ -169,6 +172,28 @@ class _Skeleton(nn.Module):
     return h_BxTxD, fg_BxT
 
 
+def suppress(s_BxTxC, fg_BxT, mask_BxT, form):
+  """The suppressed branch's logits before the bias: a scales each snippet's logits s.
+
+  'features': a_t s_t, i.e. the classifier applied to a_t H_t (SPEC §2.3). A logit raised on
+  every snippet alike (early in training the background column is) is scaled by a too, so
+  shrinking a everywhere lowers it: a shortcut that can kill a (docs/method.md §9).
+  'logits': a_t (s_t - min s) + min s, the min per class over the video's valid snippets: a
+  scales only how far a snippet's logit stands above the video's lowest, so a column raised
+  alike on every snippet passes through unscaled and a has nothing to gain from shrinking
+  everywhere.
+  """
+  a = fg_BxT[..., None]
+  if form == 'features':
+    return a * s_BxTxC
+  if form == 'logits':
+    valid = mask_BxT[..., None] > 0
+    low_Bx1xC = jnp.min(jnp.where(valid, s_BxTxC, jnp.inf), axis=1, keepdims=True)
+    low_Bx1xC = jnp.where(jnp.isfinite(low_Bx1xC), low_Bx1xC, 0.0)  # a video with no snippet
+    return a * (s_BxTxC - low_Bx1xC) + low_Bx1xC
+  raise ValueError(f'config.model.suppress={form!r}: not one of {SUPPRESS_FORMS}')
+
+
 @struct.dataclass
 class MemoryOutputs:
   """What the AUMN head adds: the memory's attentions and units (losses.py reads them)."""
@@ -211,6 +236,7 @@ class MILNet(nn.Module):
   fg_input: str
   input_norm: str
   classifier_bias: bool
+  suppress: str             # models.SUPPRESS_FORMS
   dtype: Any               # config.compute_dtype (models.COMPUTE_DTYPES)
 
   @nn.compact
@@ -226,7 +252,7 @@ class MILNet(nn.Module):
     # S(a*H) = a * (H W) + b: one matmul serves both branches.
     m = mask_BxT[..., None]
     cas = (hw + bias_C) * m
-    cas_supp = (fg[..., None] * hw + bias_C) * m
+    cas_supp = (suppress(hw, fg, mask_BxT, self.suppress) + bias_C) * m
     return _outputs(cas, cas_supp, fg, mask_BxT, self.topk_ratio)
 
 
@@ -248,6 +274,7 @@ class AUMN(nn.Module):
   classifier_bias: bool
   unit_init: str            # 'lecun': each W_l like its own Dense layer | 'zeros'
   shared_classifier: bool   # S_t = Z_t W_0 + b_0 + sum_l A_tl (Z_t W_l + b_l)
+  suppress: str             # models.SUPPRESS_FORMS
   dtype: Any               # config.compute_dtype (models.COMPUTE_DTYPES)
 
   @nn.compact
@@ -303,7 +330,7 @@ class AUMN(nn.Module):
         bias_part = bias_part + self.param('classifier_bias', nn.initializers.zeros, (C1,))
     m = mask_BxT[..., None]
     cas = (weighted + bias_part) * m
-    cas_supp = (fg[..., None] * weighted + bias_part) * m
+    cas_supp = (suppress(weighted, fg, mask_BxT, self.suppress) + bias_part) * m
 
     return _outputs(cas, cas_supp, fg, mask_BxT, self.topk_ratio, MemoryOutputs(
         update_attn=update_BxTxL, update_cos=update_cos, read_attn=read_BxTxL,
@@ -320,7 +347,8 @@ def create_model(config: Any, num_classes: int) -> nn.Module:
     return MILNet(num_classes=num_classes, dim=mc.dim, dropout=mc.dropout,
                   topk_ratio=mc.topk_ratio, fg_bias_init=mc.fg_bias_init,
                   fg_norm=mc.fg_norm, fg_input=mc.fg_input,
-                  input_norm=mc.input_norm, classifier_bias=mc.classifier_bias, dtype=dtype)
+                  input_norm=mc.input_norm, classifier_bias=mc.classifier_bias,
+                  suppress=mc.suppress, dtype=dtype)
   if mc.head == 'aumn':
     return AUMN(num_classes=num_classes, dim=mc.dim, num_units=mc.num_units,
                 dropout=mc.dropout, tau=mc.tau, tau_u=mc.tau_u, topk_ratio=mc.topk_ratio,
@@ -328,5 +356,5 @@ def create_model(config: Any, num_classes: int) -> nn.Module:
                 fg_bias_init=mc.fg_bias_init, fg_norm=mc.fg_norm,
                 fg_input=mc.fg_input, input_norm=mc.input_norm,
                 classifier_bias=mc.classifier_bias, unit_init=mc.unit_init,
-                shared_classifier=mc.shared_classifier, dtype=dtype)
+                shared_classifier=mc.shared_classifier, suppress=mc.suppress, dtype=dtype)
   raise ValueError(f"config.model.head: unknown head {mc.head!r} (expected 'aumn' or 'mil')")

@@ -64,6 +64,7 @@ IMPLEMENTED = {
     'model.classifier_bias': None,
     'model.unit_init': ('lecun', 'zeros'),
     'model.shared_classifier': None,
+    'model.suppress': ('features', 'logits'),
     'memory.momentum': None,
     'loss.lambda_div': None, 'loss.lambda_hom': None, 'loss.lambda_sp': None,
     'loss.lambda_read': None, 'loss.lambda_guide': None,
@@ -265,6 +266,19 @@ class Skeleton(nn.Module):
     return h, fg
 
 
+def suppress(s, fg, mask, form):
+  """models.suppress: what the foreground attention scales in the suppressed branch."""
+  a = fg.unsqueeze(-1)
+  if form == 'features':
+    return a * s
+  if form == 'logits':
+    valid = mask.unsqueeze(-1) > 0
+    low = torch.where(valid, s, torch.full_like(s, float('inf'))).amin(1, keepdim=True)
+    low = torch.where(torch.isfinite(low), low, torch.zeros_like(low))
+    return a * (s - low) + low
+  raise ValueError(f'config.model.suppress={form!r}: not one of (\'features\', \'logits\')')
+
+
 def _outputs(cas, cas_supp, fg, mask, ratio):
   return {'cas': cas, 'cas_supp': cas_supp, 'fg': fg,
           'video_logits': topk_mean(cas, mask, ratio),
@@ -276,9 +290,9 @@ class MILNet(nn.Module):
 
   def __init__(self, num_classes: int, feature_dim: int, dim: int, dropout: float,
                topk_ratio: int, fg_bias_init: float = 0.0, classifier_bias: bool = True,
-               conv_impl: str = 'conv', **skeleton_options):
+               conv_impl: str = 'conv', suppress_form: str = 'features', **skeleton_options):
     super().__init__()
-    self.topk_ratio = topk_ratio
+    self.topk_ratio, self.suppress_form = topk_ratio, suppress_form
     self.skeleton = Skeleton(feature_dim, dim, dropout, fg_bias_init, conv_impl,
                              **skeleton_options)
     self.classifier = nn.Linear(dim, num_classes + 1, bias=False)
@@ -294,7 +308,7 @@ class MILNet(nn.Module):
     bias = 0.0 if self.classifier_bias is None else self.classifier_bias
     m = mask.unsqueeze(-1)
     cas = (hw + bias) * m
-    cas_supp = (fg.unsqueeze(-1) * hw + bias) * m
+    cas_supp = (suppress(hw, fg, mask, self.suppress_form) + bias) * m
     return _outputs(cas, cas_supp, fg, mask, self.topk_ratio)
 
 
@@ -305,10 +319,12 @@ class AUMN(nn.Module):
                dropout: float, tau: float, tau_u: float, topk_ratio: int, momentum: float,
                center_features: bool = False, fg_bias_init: float = 0.0,
                classifier_bias: bool = True, conv_impl: str = 'conv', unit_init: str = 'lecun',
-               shared_classifier: bool = False, **skeleton_options):
+               shared_classifier: bool = False, suppress_form: str = 'features',
+               **skeleton_options):
     super().__init__()
     check_option('model.unit_init', unit_init)
     self.tau, self.tau_u, self.topk_ratio = tau, tau_u, topk_ratio
+    self.suppress_form = suppress_form
     self.momentum, self.center_features = momentum, center_features
     c1 = num_classes + 1
     self.skeleton = Skeleton(feature_dim, dim, dropout, fg_bias_init, conv_impl,
@@ -373,7 +389,7 @@ class AUMN(nn.Module):
         bias_part = bias_part + self.classifier_bias
     m = mask.unsqueeze(-1)
     cas = (weighted + bias_part) * m
-    cas_supp = (fg.unsqueeze(-1) * weighted + bias_part) * m
+    cas_supp = (suppress(weighted, fg, mask, self.suppress_form) + bias_part) * m
 
     out = _outputs(cas, cas_supp, fg, mask, self.topk_ratio)
     out.update({'update_attn': update_attn, 'update_cos': update_cos, 'read_attn': read_attn,
@@ -392,7 +408,8 @@ def create_model(config: Any, num_classes: int, conv_impl: str = 'conv') -> nn.M
   common = dict(num_classes=num_classes, feature_dim=config.data.feature_dim, dim=mc.dim,
                 dropout=mc.dropout, topk_ratio=mc.topk_ratio, fg_bias_init=mc.fg_bias_init,
                 classifier_bias=mc.classifier_bias, conv_impl=conv_impl,
-                input_norm=mc.input_norm, fg_input=mc.fg_input, fg_norm=mc.fg_norm)
+                input_norm=mc.input_norm, fg_input=mc.fg_input, fg_norm=mc.fg_norm,
+                suppress_form=mc.suppress)
   if mc.head == 'mil':
     return MILNet(**common)
   if mc.head == 'aumn':

@@ -73,6 +73,9 @@ def get_config() -> ml_collections.ConfigDict:
       # learned the classes slowly: top-1 60 -> 84 % on activitynet).
       unit_init='zeros',          # W_l start: 'zeros' (all alike) | 'lecun' (each its own Dense)
       shared_classifier=True,     # S_t = Z_t W_0 + b_0 + sum_l A_tl (Z_t W_l + b_l); False: SPEC
+      # The suppressed branch: 'features' a (H W) + b (SPEC) | 'logits' a (s - min_t s) + min_t s
+      # (docs/method.md §9).
+      suppress='features',
   ))
 
   c.memory = ml_collections.ConfigDict(dict(

@@ -144,6 +144,30 @@ def test_unknown_head_is_a_clear_error():
     models.create_model(_config('mlp', True, 0.0), C)
 
 
+def test_suppress_forms_match_numpy():
+  rng = np.random.default_rng(2)
+  s = rng.normal(size=(3, 6, 4)).astype(np.float32)
+  fg = rng.uniform(size=(3, 6)).astype(np.float32)
+  mask = np.ones((3, 6), np.float32)
+  mask[1, 4:] = 0
+  mask[2] = 0                          # a padding video
+  s[1, 4:] = -100.0                    # padded logits would be the min of a plain min
+  np.testing.assert_allclose(models.suppress(s, fg, mask, 'features'), fg[..., None] * s)
+  got = np.asarray(models.suppress(s, fg, mask, 'logits'))
+  for b, n in ((0, 6), (1, 4)):
+    low = s[b, :n].min(axis=0)
+    np.testing.assert_allclose(got[b, :n], fg[b, :n, None] * (s[b, :n] - low) + low,
+                               rtol=1e-6, atol=1e-6)
+  assert np.all(np.isfinite(got))
+  # a = 1 leaves the logits as they are; a = 0 gives every snippet the video's lowest logit
+  np.testing.assert_allclose(models.suppress(s, np.ones_like(fg), mask, 'logits')[0], s[0],
+                             atol=1e-6)
+  np.testing.assert_allclose(models.suppress(s, 0 * fg, mask, 'logits')[0],
+                             np.broadcast_to(s[0].min(0), s[0].shape), atol=1e-6)
+  with pytest.raises(ValueError, match="suppress='input'"):
+    models.suppress(s, fg, mask, 'input')
+
+
 def test_topk_mean_matches_numpy_with_dynamic_k():
   rng = np.random.default_rng(1)
   s = rng.normal(size=(4, 10, 3)).astype(np.float32)

@@ -211,6 +211,21 @@ def test_outputs_match(variant):
 
 
 @requires_torch
+@pytest.mark.parametrize('form', models.SUPPRESS_FORMS)
+def test_suppress_matches(form):
+  """models.suppress (each config.model.suppress) and its twin, on ragged masks and an empty
+  video; the heads call it in the same place (test_outputs_match covers the default)."""
+  rng = np.random.default_rng(5)
+  s = rng.normal(size=(B, T, C + 1)).astype(np.float32)
+  fg = rng.uniform(size=(B, T)).astype(np.float32)
+  mask = _batch(0)['mask']
+  mask[-1] = 0
+  want = np.asarray(models.suppress(s, fg, mask, form))
+  got = torch_aumn.suppress(*map(torch.from_numpy, (s, fg, mask)), form).numpy()
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+@requires_torch
 @pytest.mark.parametrize('variant', [DEFAULT, SPEC_LITERAL, BASELINE])
 def test_each_loss_term_and_diagnostic_matches(variant):
   loss, aux, _, _, _, _ = _jax_results(variant)

@@ -529,7 +529,8 @@ def test_a_second_run_on_a_busy_workdir_stops_at_once(tiny_data_dir, tmp_path):
 
 
 @pytest.mark.parametrize('key', ['model.input_norm', 'model.fg_input', 'model.fg_norm',
-                                 'model.unit_init', 'loss.guide_classes', 'loss.guide_form'])
+                                 'model.unit_init', 'model.suppress', 'loss.guide_classes',
+                                 'loss.guide_form'])
 def test_unknown_skeleton_form_is_refused_before_anything_runs(key, tiny_data_dir, tmp_path):
   config = conftest.tiny_config(tiny_data_dir)
   group, name = key.split('.')

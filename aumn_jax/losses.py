@@ -1,8 +1,9 @@
 """Training losses of AUMN (SPEC.md §3) and the diagnostics that reveal its failure modes (§9).
 
 total_loss(out, batch, loss_cfg) -> (loss, aux) is the one entry point; each term is its own
-function of the model outputs (models.Outputs) so a research tweak swaps one function. All means are masked
-(padded snippets never count) and all batch sums are plain jnp sums: global under jit.
+function of the model outputs (models.Outputs) so a research tweak swaps one function. All
+means are masked (padded snippets never count) and all batch sums are plain jnp sums: global
+under jit.
 
 Deliberately not here: weight decay (the optimizer adds it), anything that reads parameters or
 the stored bank (they are not outputs), and NumPy.
@@ -182,7 +183,8 @@ def diagnostics(out: models.Outputs, mask_BxT) -> Dict[str, jnp.ndarray]:
   return diag
 
 
-def total_loss(out: models.Outputs, batch, loss_cfg: Any, step=0) -> Tuple[jnp.ndarray, Dict[str, jnp.ndarray]]:
+def total_loss(out: models.Outputs, batch, loss_cfg: Any,
+               step=0) -> Tuple[jnp.ndarray, Dict[str, jnp.ndarray]]:
   """L = L_cls + lambda_div L_div + lambda_hom L_hom + lambda_sp L_fg + lambda_read L_read
   + lambda_guide(step) L_guide.
 

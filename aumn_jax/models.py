@@ -28,7 +28,8 @@ INPUT_NORMS = ('none', 'layernorm', 'center')
 FG_INPUTS = ('dropped', 'embedding', 'features')
 FG_NORMS = ('none', 'center', 'layernorm')
 # What the foreground attention scales in the suppressed branch (config.model.suppress;
-# docs/method.md §9): 'features' S(a H) = a (H W) + b (SPEC §2); 'logits' a (s - min_t s) + min_t s.
+# docs/method.md §9): 'features' S(a H) = a (H W) + b (SPEC §2);
+# 'logits' a (s - min_t s) + min_t s.
 SUPPRESS_FORMS = ('features', 'logits')
 # How the unit classifiers W_l start (config.model.unit_init; docs/method.md §8).
 UNIT_INITS = ('lecun', 'zeros')

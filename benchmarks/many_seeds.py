@@ -22,6 +22,7 @@ import datetime
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -89,10 +90,9 @@ def markdown(report: dict[str, Any]) -> str:
   for i, r in enumerate(separate):
     sep_maps.update(per_seed_maps(r['results'], report['seed'] + i))
   tm = together['results']
+  together_maps = per_seed_maps(tm, report['seed'])
   sep = [100 * sep_maps[s] for s in sorted(sep_maps)]
-  sep_mean = sum(sep) / n
-  sep_std = (sum((x - sep_mean) ** 2 for x in sep) / (n - 1)) ** 0.5
-  diffs = [abs(100 * (per_seed_maps(tm, report['seed'])[s] - sep_maps[s])) for s in sep_maps]
+  diffs = [abs(100 * (together_maps[s] - sep_maps[s])) for s in sep_maps]
   lines = [
       f'{report["config"]}, seeds {report["seed"]}..{report["seed"] + n - 1}, '
       f'{report["date"]}, {report["machine"]}.',
@@ -100,10 +100,10 @@ def markdown(report: dict[str, Any]) -> str:
       '| mode | processes | wall s | training s | avg mAP per seed (%) | mean ± std (%) |',
       '| --- | --- | --- | --- | --- | --- |',
       f'| one program (num_seeds={n}) | 1 | {together["wall_s"]:.0f} | '
-      f'{together["train_s"]:.0f} | {maps(per_seed_maps(tm, report["seed"]))} | '
+      f'{together["train_s"]:.0f} | {maps(together_maps)} | '
       f'{100 * tm["average_map"]:.2f} ± {100 * tm["average_map_std"]:.2f} |',
       f'| separate runs | {n} | {sep_wall:.0f} | {sep_train:.0f} | {maps(sep_maps)} | '
-      f'{sep_mean:.2f} ± {sep_std:.2f} |',
+      f'{statistics.mean(sep):.2f} ± {statistics.stdev(sep):.2f} |',
       '',
       f'Per-seed |one program − separate|: max {max(diffs):.2f}, mean {sum(diffs) / n:.2f} '
       'avg-mAP points.',

@@ -276,7 +276,7 @@ def suppress(s, fg, mask, form):
     low = torch.where(valid, s, torch.full_like(s, float('inf'))).amin(1, keepdim=True)
     low = torch.where(torch.isfinite(low), low, torch.zeros_like(low))
     return a * (s - low) + low
-  raise ValueError(f'config.model.suppress={form!r}: not one of (\'features\', \'logits\')')
+  raise ValueError(f'config.model.suppress={form!r}: not one of {IMPLEMENTED["model.suppress"]}')
 
 
 def _outputs(cas, cas_supp, fg, mask, ratio):

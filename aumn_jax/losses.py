@@ -93,18 +93,17 @@ def guide_loss(out: models.Outputs, mask_BxT, labels_BxC=None, form='l1', center
   (stop-gradient). Its gradient on a's logit is a - t, which does not vanish where a has
   died or saturated; the L1's is sign(.) * a (1 - a), which does.
 
-  center=True (loss.guide_center): each column of the CAS minus its mean over the video's valid
+  center=True (guide_centred: loss.guide_center, or a step < loss.guide_center_steps; a bool
+  or a traced boolean scalar): each column of the CAS minus its mean over the video's valid
   snippets before the softmax, so p_bg says where a snippet is more background than the video's
   average snippet. Early in training the base branch raises the background column on every
   snippet alike (every video's target holds background, few hold a given class); uncentred,
   that sends the target 1 - p_bg toward 0 everywhere and a follows (docs/method.md §9).
   """
-  logits_BxTxC1 = out.cas
-  if center:
-    m_BxTx1 = mask_BxT[..., None]
-    mean_Bx1xC1 = (jnp.sum(logits_BxTxC1 * m_BxTx1, axis=1, keepdims=True)
-                   / jnp.maximum(jnp.sum(m_BxTx1, axis=1, keepdims=True), 1.0))
-    logits_BxTxC1 = logits_BxTxC1 - mean_Bx1xC1
+  m_BxTx1 = mask_BxT[..., None]
+  mean_Bx1xC1 = (jnp.sum(out.cas * m_BxTx1, axis=1, keepdims=True)
+                 / jnp.maximum(jnp.sum(m_BxTx1, axis=1, keepdims=True), 1.0))
+  logits_BxTxC1 = out.cas - jnp.where(center, mean_Bx1xC1, 0.0)
   if labels_BxC is not None:
     keep_BxC1 = jnp.concatenate([labels_BxC > 0, jnp.ones_like(labels_BxC[:, :1], bool)], -1)
     logits_BxTxC1 = jnp.where(keep_BxC1[:, None, :], logits_BxTxC1, -jnp.inf)
@@ -125,6 +124,17 @@ def guide_weight(loss_cfg: Any, step) -> jnp.ndarray:
   steps = jnp.asarray(loss_cfg.guide_steps, jnp.float32)
   frac = jnp.clip(1.0 - jnp.asarray(step, jnp.float32) / jnp.maximum(steps, 1.0), 0.0, 1.0)
   return loss_cfg.lambda_guide * jnp.where(steps > 0, frac, 1.0)
+
+
+def guide_centred(loss_cfg: Any, step) -> jnp.ndarray:
+  """Whether the guide's p_bg is centred at this step: always with guide_center, else for
+  the first guide_center_steps steps (0: never).
+
+  Early the uncentred target follows the background column the base branch raises on every
+  snippet and a dips with it; once the base branch has found where the background is, the
+  uncentred target ranks snippets across videos better (docs/method.md §9)."""
+  return jnp.logical_or(loss_cfg.guide_center,
+                        jnp.asarray(step) < loss_cfg.guide_center_steps)
 
 
 def diagnostics(out: models.Outputs, mask_BxT) -> Dict[str, jnp.ndarray]:
@@ -195,8 +205,8 @@ def total_loss(out: models.Outputs, batch, loss_cfg: Any,
     out: the model's outputs; the memory terms need the 'aumn' head's out.memory.
     batch: needs 'labels' [B, C] and 'mask' [B, T].
     loss_cfg: config.loss (lambda_div, lambda_hom, lambda_sp, lambda_read, lambda_guide,
-      guide_form, guide_classes, guide_center, guide_steps).
-    step: the training step (the guide weight's schedule, guide_weight).
+      guide_form, guide_classes, guide_center, guide_center_steps, guide_steps).
+    step: the training step (the guide's schedules, guide_weight and guide_centred).
 
   Returns:
     (loss, aux): aux holds loss_cls, loss_div, loss_hom, loss_sp (foreground L1), loss_read,
@@ -220,7 +230,7 @@ def total_loss(out: models.Outputs, batch, loss_cfg: Any,
     raise ValueError(f'config.loss.guide_form={loss_cfg.guide_form!r}: not one of {GUIDE_FORMS}')
   loss_guide = guide_loss(out, mask,
                           batch['labels'] if loss_cfg.guide_classes == 'video' else None,
-                          loss_cfg.guide_form, loss_cfg.guide_center)
+                          loss_cfg.guide_form, guide_centred(loss_cfg, step))
   loss = (loss_cls + loss_cfg.lambda_div * loss_div + loss_cfg.lambda_hom * loss_hom
           + loss_cfg.lambda_sp * loss_sp + loss_cfg.lambda_read * loss_read
           + guide_weight(loss_cfg, step) * loss_guide)

@@ -69,7 +69,7 @@ IMPLEMENTED = {
     'loss.lambda_div': None, 'loss.lambda_hom': None, 'loss.lambda_sp': None,
     'loss.lambda_read': None, 'loss.lambda_guide': None,
     'loss.guide_form': GUIDE_FORMS, 'loss.guide_classes': GUIDE_CLASSES,
-    'loss.guide_center': None, 'loss.guide_steps': None,
+    'loss.guide_center': None, 'loss.guide_center_steps': None, 'loss.guide_steps': None,
     'optim.learning_rate': None, 'optim.weight_decay': None,
 }
 
@@ -493,6 +493,11 @@ def guide_loss(out, mask_BxT, labels_BxC=None, form='l1', center=False):
   return _masked_mean(-(target * a.log() + (1.0 - target) * torch.log1p(-a)), mask_BxT)
 
 
+def guide_centred(loss_cfg: Any, step) -> bool:
+  """Centred at this step: always with guide_center, else for the first guide_center_steps."""
+  return bool(loss_cfg.guide_center) or step < loss_cfg.guide_center_steps
+
+
 def guide_weight(loss_cfg: Any, step) -> float:
   """lambda_guide, decayed linearly to 0 over the first guide_steps steps (0: constant)."""
   if not loss_cfg.guide_steps:
@@ -569,7 +574,7 @@ def total_loss(out, batch, loss_cfg: Any, step=0) -> Tuple[torch.Tensor, Dict[st
     loss_read = read_sparsity(out['read_attn'], mask)
   loss_guide = guide_loss(out, mask,
                           batch['labels'] if loss_cfg.guide_classes == 'video' else None,
-                          loss_cfg.guide_form, loss_cfg.guide_center)
+                          loss_cfg.guide_form, guide_centred(loss_cfg, step))
   loss = (loss_cls + loss_cfg.lambda_div * loss_div + loss_cfg.lambda_hom * loss_hom
           + loss_cfg.lambda_sp * loss_sp + loss_cfg.lambda_read * loss_read
           + guide_weight(loss_cfg, step) * loss_guide)

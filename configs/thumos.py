@@ -95,6 +95,7 @@ def get_config() -> ml_collections.ConfigDict:
       guide_form='bce',           # BCE(a, stop_grad(1 - p_bg)) | 'l1': |1 - a - p_bg| (HAM-Net)
       guide_classes='video',      # p_bg over the video's classes + bg | 'all' C + 1 columns
       guide_center=False,         # True: p_bg from the CAS centred over the video's snippets
+      guide_center_steps=0,       # > 0: centred for the first steps only (guide_center: always)
       guide_steps=0,              # > 0: lambda_guide decays linearly to 0 over these steps
   ))
 

@@ -23,20 +23,23 @@ def _cfg(div=1.0, hom=0.1, sp=0.1, read=0.2, guide=0.3, guide_steps=0):
   return ml_collections.ConfigDict(dict(lambda_div=div, lambda_hom=hom, lambda_sp=sp,
                                         lambda_read=read, lambda_guide=guide,
                                         guide_steps=guide_steps, guide_classes='all',
-                                        guide_form='l1', guide_center=False))
+                                        guide_form='l1', guide_center=False,
+                                        guide_center_steps=0))
 
 
 @functools.partial(jax.jit, static_argnames=('guide_classes', 'guide_form', 'guide_center'))
-def _total_loss(out, batch, lambdas, guide_classes, guide_form, guide_center):
-  # The weights enter as traced scalars, so one compile per head serves every test.
+def _total_loss(out, batch, lambdas, step, guide_classes, guide_form, guide_center):
+  # The weights and the step enter as traced scalars, so one compile per head serves every test.
   return losses.total_loss(_typed(out), batch, types.SimpleNamespace(
-      guide_classes=guide_classes, guide_form=guide_form, guide_center=guide_center, **lambdas))
+      guide_classes=guide_classes, guide_form=guide_form, guide_center=guide_center, **lambdas),
+                           step)
 
 
-def _loss(out, batch, cfg):
+def _loss(out, batch, cfg, step=0):
   cfg = dict(cfg)
   static = cfg.pop('guide_classes'), cfg.pop('guide_form'), cfg.pop('guide_center')
-  return _total_loss(out, batch, {k: jnp.float32(v) for k, v in cfg.items()}, *static)
+  return _total_loss(out, batch, {k: jnp.float32(v) for k, v in cfg.items()}, jnp.int32(step),
+                     *static)
 
 
 def _softmax(z):
@@ -238,6 +241,22 @@ def test_centred_guide_matches_loops_and_ignores_a_column_raised_on_every_snippe
   _, plain = _loss(out, batch, cfg)
   _, plain_raised = _loss(dict(out, cas=raised), batch, cfg)
   assert abs(float(plain_raised['loss_guide']) - float(plain['loss_guide'])) > 1e-2
+
+
+def test_guide_centred_for_the_first_guide_center_steps_only():
+  """loss.guide_center_steps=K: the centred guide at steps < K, the uncentred one from K on;
+  guide_center=True: centred at every step."""
+  out, batch = _hand_made('mil')
+  cfg = _cfg()
+  cfg.guide_form, cfg.guide_classes = 'bce', 'video'
+  _, plain = _loss(out, batch, cfg)
+  cfg.guide_center = True
+  _, centred = _loss(out, batch, cfg, step=1000)
+  assert abs(float(centred['loss_guide']) - float(plain['loss_guide'])) > 1e-3
+  cfg.guide_center, cfg.guide_center_steps = False, 5
+  got = [float(_loss(out, batch, cfg, step=s)[1]['loss_guide']) for s in (0, 4, 5, 50)]
+  want = [float(centred['loss_guide'])] * 2 + [float(plain['loss_guide'])] * 2
+  np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
 def test_guide_weight_decays_linearly_over_guide_steps():

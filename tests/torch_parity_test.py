@@ -292,17 +292,19 @@ def test_gemm_formulation_of_the_conv_matches():
 
 @requires_torch
 @pytest.mark.parametrize('variant,guide', [(DEFAULT, 'default'), (BASELINE, 'default'),
-                                           (BASELINE, 'decaying_l1'), (BASELINE, 'centred')])
+                                           (BASELINE, 'decaying_l1'),
+                                           (BASELINE, 'centred_early')])
 def test_n_optimizer_steps_end_at_the_same_params_and_bank(variant, guide):
   """The project's jitted train_step (Adam + L2) vs torch.optim.Adam(weight_decay), N steps.
   guide='decaying_l1': the guide weight's decay to 0 within the N steps is followed step by
   step, with the other guide form (the L1 over all classes), so both forms are parity-tested;
-  'centred': loss.guide_center."""
+  'centred_early': loss.guide_center_steps, centred for 2 of the N steps, then not."""
   config = _config(*variant)
   if guide == 'decaying_l1':
     config.loss.guide_steps = 3
     config.loss.guide_form, config.loss.guide_classes = 'l1', 'all'
-  config.loss.guide_center = guide == 'centred'
+  if guide == 'centred_early':
+    config.loss.guide_center_steps = 2
   start = _jax_variables(variant[0], variant[3])
   state, mesh = _initial_state(variant[0], variant[3])
   state = jax.tree.map(jnp.copy, state)   # the step donates its state; keep the cached one
@@ -378,6 +380,8 @@ def _function_cases():
   loss_cfg = _config(*DEFAULT).loss
   decaying = _config(*DEFAULT).loss
   decaying.guide_steps, decaying.guide_form, decaying.guide_classes = 4, 'l1', 'all'
+  early = _config(*DEFAULT).loss
+  early.guide_center_steps = 2
   return {
       'memory.safe_normalize': [(h,), (1e-4 * x, 0), (np.zeros((3, D), np.float32),)],
       'memory.cosine': [(x, bank), (h, adapted)],
@@ -398,8 +402,10 @@ def _function_cases():
       'losses.guide_loss': [(out, mask), (out, mask, labels, 'bce', True),
                             (out, mask, labels, 'l1', False), (out, mask, None, 'bce', False)],
       'losses.guide_weight': [(loss_cfg, 0), (decaying, 0), (decaying, 3), (decaying, 9)],
+      'losses.guide_centred': [(loss_cfg, 0), (early, 1), (early, 2), (early, 9)],
       'losses.diagnostics': [(out, mask), (out_mil, mask)],
-      'losses.total_loss': [(out, batch, loss_cfg), (out_mil, batch, decaying, 2)],
+      'losses.total_loss': [(out, batch, loss_cfg), (out_mil, batch, decaying, 2),
+                            (out, batch, early, 1)],
   }
 
 

@@ -22,8 +22,6 @@ interrupted study continues where it stopped. Output: per-run lines; per regime 
 mean ± sample std (ddof=1) over seeds of avg mAP 0.1:0.7, video top-1 and the foreground
 attention's snippet AUC, printed, in --json and as markdown in --markdown.
 """
-import datetime
-import json
 import os
 import sys
 from typing import Any, Sequence
@@ -33,7 +31,6 @@ from absl import flags
 
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import jax
 import numpy as np
 
 from aumn_jax import cli
@@ -162,15 +159,9 @@ def main(argv):
   command = 'python benchmarks/ablation.py ' + ' '.join(sys.argv[1:])
   table = markdown(summary, FLAGS.steps, FLAGS.data_seed, command, overrides)
   print(table)
-  if FLAGS.json:
-    with open(FLAGS.json, 'w', encoding='utf-8') as f:
-      json.dump({'date': datetime.datetime.now().isoformat(timespec='seconds'),
-                 'command': command, 'steps': FLAGS.steps, 'data_seed': FLAGS.data_seed,
-                 'overrides': [[k, v] for k, v in overrides], 'runs': rows,
-                 'summary': summary, 'jax_backend': jax.default_backend()}, f, indent=1)
-  if FLAGS.markdown:
-    with open(FLAGS.markdown, 'w', encoding='utf-8') as f:
-      f.write(table)
+  robustness.write_outputs(FLAGS.json, FLAGS.markdown, table, {
+      'command': command, 'steps': FLAGS.steps, 'data_seed': FLAGS.data_seed,
+      'overrides': [[k, v] for k, v in overrides], 'runs': rows, 'summary': summary})
 
 
 if __name__ == '__main__':

@@ -419,6 +419,19 @@ def markdown(summary, steps, data_seed, command, overrides) -> str:
 
 
 @cli.user_errors
+def write_outputs(json_path: str | None, markdown_path: str | None, table: str,
+                  record: dict[str, Any]) -> None:
+  """A study's --json (the record, dated, with the JAX backend) and --markdown (the table),
+  each only where its path is given."""
+  if json_path:
+    with open(json_path, 'w', encoding='utf-8') as f:
+      json.dump({'date': datetime.datetime.now().isoformat(timespec='seconds'), **record,
+                 'jax_backend': jax.default_backend()}, f, indent=1)
+  if markdown_path:
+    with open(markdown_path, 'w', encoding='utf-8') as f:
+      f.write(table)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -463,15 +476,9 @@ def main(argv):
   command = 'python benchmarks/robustness.py ' + ' '.join(sys.argv[1:])
   table = markdown(summary, FLAGS.steps, FLAGS.data_seed, command, overrides)
   print(table)
-  if FLAGS.json:
-    with open(FLAGS.json, 'w', encoding='utf-8') as f:
-      json.dump({'date': datetime.datetime.now().isoformat(timespec='seconds'),
-                 'command': command, 'steps': FLAGS.steps, 'data_seed': FLAGS.data_seed,
-                 'overrides': [[k, v] for k, v in overrides], 'runs': rows,
-                 'summary': summary, 'jax_backend': jax.default_backend()}, f, indent=1)
-  if FLAGS.markdown:
-    with open(FLAGS.markdown, 'w', encoding='utf-8') as f:
-      f.write(table)
+  write_outputs(FLAGS.json, FLAGS.markdown, table, {
+      'command': command, 'steps': FLAGS.steps, 'data_seed': FLAGS.data_seed,
+      'overrides': [[k, v] for k, v in overrides], 'runs': rows, 'summary': summary})
 
 
 if __name__ == '__main__':

@@ -1,0 +1,77 @@
+"""benchmarks/snippet_probe.py: the probes fit what their form can express, and read snippets
+and labels as the rest of the project does."""
+import jax
+import numpy as np
+import pytest
+
+from aumn_jax import data
+from benchmarks import snippet_probe
+
+
+def _xor(n, rng):
+  """Class = which of two units appears on which of two scenes, crossed (XOR): no linear
+  classifier of x separates it; one hidden ReLU layer does."""
+  unit, scene = rng.integers(0, 2, n), rng.integers(0, 2, n)
+  x = np.zeros((n, 8), np.float32)
+  x[np.arange(n), unit] = 3.0
+  x[np.arange(n), 2 + scene] = 3.0
+  x += 0.1 * rng.standard_normal(x.shape).astype(np.float32)
+  return x, (unit ^ scene).astype(np.int32)
+
+
+def test_a_hidden_layer_fits_xor_and_a_linear_probe_cannot():
+  x, y = _xor(2048, np.random.default_rng(0))
+  context = np.zeros_like(x)
+  got = {}
+  for kind in ('linear', 'mil', 'aumn'):
+    params = snippet_probe.train_probe(kind, x, y, context, 3, seed=0, steps=400, dim=32,
+                                       units=4)
+    got[kind] = snippet_probe.accuracies(params, x, y, context, num_classes=3)['all']
+  assert got['linear'] < 0.8, got   # at best 3 of the 4 cells
+  assert got['mil'] > 0.97 and got['aumn'] > 0.97, got
+
+
+def test_the_video_probe_reads_the_context_the_snippet_lacks():
+  """Class = the scene of the snippet's video, which the snippet itself does not show: only
+  the probe that sees the video's mean input separates it."""
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((2048, 8)).astype(np.float32)
+  y = rng.integers(0, 2, 2048).astype(np.int32)
+  context = np.zeros_like(x)
+  context[np.arange(2048), y] = 3.0
+  got = {kind: snippet_probe.accuracies(
+      snippet_probe.train_probe(kind, x, y, context, 3, seed=0, steps=1500, dim=16, units=2),
+      x, y, context, num_classes=3)['all'] for kind in ('linear', 'video')}
+  assert got['linear'] < 0.7 and got['video'] > 0.97, got
+
+
+def test_aumn_probe_starts_as_the_mil_probe():
+  """Zero unit classifiers: at initialisation the aumn probe's logits are the mil probe's
+  (the model's unit_init='zeros' beside the shared classifier)."""
+  rng = jax.random.PRNGKey(3)
+  x = np.random.default_rng(1).standard_normal((16, 8)).astype(np.float32)
+  aumn = snippet_probe.init_probe('aumn', rng, 8, 5, dim=6, units=3)
+  mil = snippet_probe.init_probe('mil', rng, 8, 5, dim=6, units=3)
+  np.testing.assert_array_equal(snippet_probe.probe_logits(aumn, x, x),
+                                snippet_probe.probe_logits(mil, x, x))
+  with pytest.raises(ValueError, match="probe 'mlp': not one of"):
+    snippet_probe.init_probe('mlp', rng, 8, 5, dim=6, units=3)
+
+
+def test_snippet_dataset_labels_each_snippet_by_the_instance_covering_it(tiny_data_dir):
+  split = data.load_split(tiny_data_dir, 'synthetic', 'train')
+  x, y, context = snippet_probe.snippet_dataset(split, np.random.default_rng(0))
+  want, start = [], 0
+  for i in range(len(split)):
+    covered = split.snippet_classes(i, int(split.lengths[i]))
+    kept = covered[covered.sum(-1) <= 1]
+    want += [int(np.argmax(row)) if row.any() else split.num_classes for row in kept]
+    features = np.asarray(split[i]['features'], np.float64)
+    normed = (features - features.mean(-1, keepdims=True)) / features.std(-1, keepdims=True)
+    np.testing.assert_allclose(context[start:start + len(kept)],
+                               np.broadcast_to(normed.mean(0), (len(kept), normed.shape[1])),
+                               atol=1e-3)
+    start += len(kept)
+  np.testing.assert_array_equal(y, want)   # tiny videos are shorter than MAX_PER_VIDEO
+  np.testing.assert_allclose(x.mean(-1), 0.0, atol=1e-4)
+  np.testing.assert_allclose(x.std(-1), 1.0, atol=1e-2)

@@ -418,7 +418,6 @@ def markdown(summary, steps, data_seed, command, overrides) -> str:
   return '\n'.join([note, '', *lines, '', f'Command: `{command}`', ''])
 
 
-@cli.user_errors
 def write_outputs(json_path: str | None, markdown_path: str | None, table: str,
                   record: dict[str, Any]) -> None:
   """A study's --json (the record, dated, with the JAX backend) and --markdown (the table),
@@ -432,6 +431,7 @@ def write_outputs(json_path: str | None, markdown_path: str | None, table: str,
       f.write(table)
 
 
+@cli.user_errors
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')

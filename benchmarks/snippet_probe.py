@@ -3,6 +3,7 @@
 Run:  python benchmarks/snippet_probe.py [--regimes thumos,fewvideo,...] [--data_seed 1]
           [--seeds 0,1,2] [--steps 1500] [--workdir /tmp/aumn_robustness]
           [--json OUT] [--markdown OUT.md]
+      python benchmarks/snippet_probe.py --dataset thumos14 --data_dir DIR   (a built dump)
 
 AUMN's classifier (docs/method.md §2, §8) is BaS-Net's beside a mixture of L linear classifiers
 gated per snippet by the read attention. Whatever weak supervision makes of it, it can only beat
@@ -155,8 +156,10 @@ def accuracies(params: dict[str, jax.Array], x: np.ndarray, y: np.ndarray,
 
 
 def run_regime(regime: str, data_dir: str, seeds: Sequence[int], steps: int, dim: int,
-               units: int, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-  splits = {name: data.load_split(data_dir, 'synthetic', name) for name in ('train', 'test')}
+               units: int, dataset: str = 'synthetic', log: Callable[[str], None] = print
+               ) -> list[dict[str, Any]]:
+  """Every probe and seed on one built dataset (its 'train' and 'test' splits): one row each."""
+  splits = {name: data.load_split(data_dir, dataset, name) for name in ('train', 'test')}
   num_classes = splits['train'].num_classes
   sets = {name: snippet_dataset(split, np.random.default_rng(0))
           for name, split in splits.items()}
@@ -206,10 +209,15 @@ def define_flags() -> None:
   flags.DEFINE_integer('dim', 256, 'D: the embedding width (configs/synthetic.py).')
   flags.DEFINE_integer('units', 16, 'L: the number of units (configs/synthetic.py).')
   flags.DEFINE_string('workdir', '/tmp/aumn_robustness', 'Where the regimes are built.')
+  flags.DEFINE_string('data_dir', None, 'Probe this built dataset (its train and test splits) '
+                      'instead of the battery\'s regimes.')
+  flags.DEFINE_string('dataset', 'thumos14', 'The dataset name under --data_dir '
+                      '(aumn_jax.data: thumos14, activitynet12, activitynet13, synthetic).')
   flags.DEFINE_string('json', None, 'Write every probe and the summary here.')
   flags.DEFINE_string('markdown', None, 'Write the markdown table here.')
 
 
+@cli.user_errors
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -218,13 +226,19 @@ def main(argv):
     raise app.UsageError(f'--regimes: unknown {bad}; known: {list(robustness.REGIMES)}')
   seeds = [int(s) for s in FLAGS.seeds]
   rows = []
-  for regime in FLAGS.regimes:
-    data_dir = robustness.prepare_regime(regime, FLAGS.data_seed, FLAGS.workdir)
-    rows += run_regime(regime, data_dir, seeds, FLAGS.steps, FLAGS.dim, FLAGS.units)
+  if FLAGS.data_dir:   # a dataset built by data_prep.build, e.g. a real dump
+    rows += run_regime(FLAGS.dataset, FLAGS.data_dir, seeds, FLAGS.steps, FLAGS.dim,
+                       FLAGS.units, FLAGS.dataset)
+    source = f'{FLAGS.dataset} at {FLAGS.data_dir}'
+  else:
+    for regime in FLAGS.regimes:
+      data_dir = robustness.prepare_regime(regime, FLAGS.data_seed, FLAGS.workdir)
+      rows += run_regime(regime, data_dir, seeds, FLAGS.steps, FLAGS.dim, FLAGS.units)
+    source = f'data seed {FLAGS.data_seed}'
   summary = summarize(rows)
   command = 'python benchmarks/snippet_probe.py ' + ' '.join(sys.argv[1:])
   note = (f'Fully supervised snippet probes, {FLAGS.steps} steps of {BATCH} snippets, D '
-          f'{FLAGS.dim}, L {FLAGS.units}, data seed {FLAGS.data_seed}, probe seeds {seeds}; '
+          f'{FLAGS.dim}, L {FLAGS.units}, {source}, probe seeds {seeds}; '
           'accuracy in %, mean ± sample std over probe seeds.')
   table = markdown(summary, command, note)
   print(table)

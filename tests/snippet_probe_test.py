@@ -1,5 +1,9 @@
 """benchmarks/snippet_probe.py: the probes fit what their form can express, and read snippets
 and labels as the rest of the project does."""
+import json
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -75,3 +79,19 @@ def test_snippet_dataset_labels_each_snippet_by_the_instance_covering_it(tiny_da
   np.testing.assert_array_equal(y, want)   # tiny videos are shorter than MAX_PER_VIDEO
   np.testing.assert_allclose(x.mean(-1), 0.0, atol=1e-4)
   np.testing.assert_allclose(x.std(-1), 1.0, atol=1e-2)
+
+
+def test_a_built_dataset_is_probed_through_the_command_line(tiny_data_dir, tmp_path):
+  """--data_dir: a dataset built by data_prep.build (how a real dump is probed); one row per
+  probe and seed, accuracies in [0, 1], the JSON and markdown written."""
+  out = tmp_path / 'probe.json'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.snippet_probe', '--dataset', 'synthetic',
+       '--data_dir', tiny_data_dir, '--seeds', '0', '--steps', '5', '--dim', '8', '--units', '2',
+       '--json', str(out), '--markdown', str(tmp_path / 'probe.md')],
+      capture_output=True, text=True, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  record = json.loads(out.read_text())
+  assert [r['probe'] for r in record['runs']] == list(snippet_probe.PROBES)
+  assert all(0.0 <= r['action_acc'] <= 1.0 for r in record['runs'])
+  assert '| synthetic | aumn |' in (tmp_path / 'probe.md').read_text()

@@ -11,15 +11,18 @@ mil's single classifier where a snippet's class is something one linear classifi
 embedding cannot express. This script asks that question with the labels WTAL never sees: on
 the regime's training split (benchmarks/robustness.py builds it; the same --workdir reuses it),
 every snippet labelled with the class of the instance covering it (robustness's rule: half of
-the snippet inside; snippets inside instances of two classes are left out) or background, three
-probes are trained by cross-entropy, and scored on the test split:
+the snippet inside; snippets inside instances of two classes are left out) or background, four
+probes are trained by cross-entropy, and scored on the test split (both splits keep at most
+MAX_PER_VIDEO snippets of a video):
   linear   softmax(x W + b) on the snippet's input x (per-snippet LayerNorm, the skeleton's
            input_norm)
   mil      softmax(z W + b), z = relu(x A + c) with D = --dim units: mil's classifier on an
            embedding (the skeleton's conv seen at one snippet)
   aumn     softmax(z W + b + sum_l g_l(z) (z W_l + b_l)), g = softmax(z Q / tau) over L =
            --units units, W_l starting at 0: AUMN's shared classifier beside unit classifiers,
-           the gate learned from the snippet as the read attention is
+           the gate learned from the snippet. The model's read attention is a softmax of
+           cosines / tau; this gate is a free version of it (Q's scale is learned, so it can
+           be as soft or as sharp as training wants): the mixture is at least as expressive
   video    softmax([x, mean_video x] W + b): linear on the snippet and its video's mean input,
            i.e. with the video as context (what the MIL video score sees)
 Reported per probe, mean ± sample std over --seeds (probe initialisation and minibatch order):
@@ -192,7 +195,8 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown(summary: Sequence[dict[str, Any]], command: str, note: str) -> str:
-  lines = [note, '', '| regime | probe | test action acc | test all acc (C + 1) | train action acc |',
+  lines = [note, '',
+           '| regime | probe | test action acc | test all acc (C + 1) | train action acc |',
            '| --- | --- | --- | --- | --- |']
   for s in summary:
     cells = ' | '.join(f'{s[m][0]:.1f} ± {s[m][1]:.1f}'

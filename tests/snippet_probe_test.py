@@ -62,6 +62,40 @@ def test_aumn_probe_starts_as_the_mil_probe():
     snippet_probe.init_probe('mlp', rng, 8, 5, dim=6, units=3)
 
 
+def test_unit_classifiers_are_a_gated_sum_over_units():
+  """probe_logits of the aumn probe with non-zero unit classifiers against a loop over
+  snippets and units: z W + b + sum_l g_l (z W_l + b_l), g = softmax(z Q / TAU)."""
+  rng = np.random.default_rng(2)
+  params = snippet_probe.init_probe('aumn', jax.random.PRNGKey(0), 8, 5, dim=6, units=3)
+  params = dict(params, w_units=rng.standard_normal((3, 6, 5)).astype(np.float32),
+                b_units=rng.standard_normal((3, 5)).astype(np.float32))
+  x = rng.standard_normal((4, 8)).astype(np.float32)
+  p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+  for n in range(4):
+    z = np.maximum(x[n] @ p['a'] + p['c'], 0.0)
+    gate = np.exp(z @ p['q'] / snippet_probe.TAU - np.max(z @ p['q'] / snippet_probe.TAU))
+    gate /= gate.sum()
+    want = z @ p['w'] + p['b'] + sum(gate[l] * (z @ p['w_units'][l] + p['b_units'][l])
+                                     for l in range(3))
+    np.testing.assert_allclose(snippet_probe.probe_logits(params, x, x)[n], want, rtol=1e-4,
+                               atol=1e-4)
+
+
+def test_action_accuracy_ignores_background_snippets_and_the_background_column():
+  """accuracies: 'action' is the argmax over the C action columns on action snippets only;
+  'all' is the argmax over C + 1 columns on every snippet (a 'linear' probe, W = I)."""
+  x = np.array([[5., 1., 9.],    # class 0, background column highest: action hit, all miss
+                [1., 5., 0.],    # class 1: hit in both
+                [5., 1., 0.],    # class 1: miss in both
+                [0., 0., 9.],    # background: counts in 'all' only (hit)
+                [9., 0., 0.]],   # background: miss in 'all'
+               np.float32)
+  y = np.array([0, 1, 1, 2, 2], np.int32)
+  params = {'w': np.eye(3, dtype=np.float32), 'b': np.zeros(3, np.float32)}
+  got = snippet_probe.accuracies(params, x, y, np.zeros_like(x), num_classes=2)
+  assert got == {'action': 2 / 3, 'all': 2 / 5}
+
+
 def test_snippet_dataset_labels_each_snippet_by_the_instance_covering_it(tiny_data_dir):
   split = data.load_split(tiny_data_dir, 'synthetic', 'train')
   x, y, context = snippet_probe.snippet_dataset(split, np.random.default_rng(0))

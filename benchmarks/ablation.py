@@ -31,7 +31,6 @@ from absl import flags
 
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np
 
 from aumn_jax import cli
 from benchmarks import robustness
@@ -89,9 +88,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, A
     for variant, mine in variants.items():
       entry = {'seeds': [r['seed'] for r in mine]}
       for key in METRICS:
-        values = np.asarray([r[key] for r in mine], np.float64)
-        entry[key] = (float(values.mean()),
-                      float(values.std(ddof=1)) if len(values) > 1 else 0.0)
+        entry[key] = robustness.mean_std([r[key] for r in mine])
       variants[variant] = entry
   return out
 

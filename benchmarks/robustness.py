@@ -370,13 +370,18 @@ def run_seeds(regime, model, head, seeds, steps, eval_every, data_dir, workdir, 
   return rows
 
 
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+  """(mean, sample std with ddof 1; 0 for a single value): the tables' mean ± std."""
+  values = np.asarray(values, np.float64)
+  return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
 def summarize(rows):
   groups = {}
   for r in rows:
     groups.setdefault((r['regime'], r['model'], r['head']), []).append(r)
   out = []
   for (regime, model, head), mine in groups.items():
-    mean_std = lambda v: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0)
     stat = lambda k: mean_std([r[k] for r in mine])  # pylint: disable=cell-var-from-loop
     out.append({'regime': regime, 'model': model, 'head': head,
                 'seeds': [r['seed'] for r in mine], 'map': stat('avg_0.1:0.7'),

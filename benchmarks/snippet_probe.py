@@ -38,7 +38,6 @@ far above linear, what tells the classes apart is the video around the snippet, 
 Deliberately doesn't: use temporal context (each snippet alone; the conv's 3-snippet window
 would only add neighbours' evidence), or model weak supervision (the point is the ceiling).
 """
-import statistics
 import sys
 from typing import Any, Callable, Sequence
 
@@ -127,31 +126,34 @@ def train_probe(kind: str, x: np.ndarray, y: np.ndarray, context: np.ndarray,
                 num_columns: int, seed: int, steps: int, dim: int, units: int
                 ) -> dict[str, jax.Array]:
   """Adam (lr LR, L2 WEIGHT_DECAY added to the gradient) on minibatches of BATCH snippets."""
-  rng = jax.random.PRNGKey(seed)
-  params = init_probe(kind, rng, x.shape[1], num_columns, dim, units)
-  tx = optax.chain(optax.add_decayed_weights(WEIGHT_DECAY), optax.adam(LR))
-  opt_state = tx.init(params)
-
-  @jax.jit
-  def step(params, opt_state, xb, yb, cb):
-    def loss_fn(p):
-      return optax.softmax_cross_entropy_with_integer_labels(probe_logits(p, xb, cb), yb).mean()
-    grads = jax.grad(loss_fn)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
-
+  params = init_probe(kind, jax.random.PRNGKey(seed), x.shape[1], num_columns, dim, units)
+  opt_state = _OPTIMIZER.init(params)
   order = np.random.default_rng(seed)
   for _ in range(steps):
     idx = order.integers(0, len(x), BATCH)
-    params, opt_state = step(params, opt_state, x[idx], y[idx], context[idx])
+    params, opt_state = _train_step(params, opt_state, x[idx], y[idx], context[idx])
   return params
+
+
+_OPTIMIZER = optax.chain(optax.add_decayed_weights(WEIGHT_DECAY), optax.adam(LR))
+
+
+@jax.jit  # one compilation per probe kind and data shape, shared by every seed
+def _train_step(params, opt_state, xb, yb, cb):
+  def loss_fn(p):
+    return optax.softmax_cross_entropy_with_integer_labels(probe_logits(p, xb, cb), yb).mean()
+  grads = jax.grad(loss_fn)(params)
+  updates, opt_state = _OPTIMIZER.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state
+
+
+_logits = jax.jit(probe_logits)
 
 
 def accuracies(params: dict[str, jax.Array], x: np.ndarray, y: np.ndarray,
                context: np.ndarray, num_classes: int) -> dict[str, float]:
   """action: argmax over the C action columns on action snippets; all: over C + 1 columns."""
-  logits_fn = jax.jit(probe_logits)
-  logits = np.concatenate([np.asarray(logits_fn(params, x[i:i + 8192], context[i:i + 8192]))
+  logits = np.concatenate([np.asarray(_logits(params, x[i:i + 8192], context[i:i + 8192]))
                            for i in range(0, len(x), 8192)])
   action = y < num_classes
   return {'action': float(np.mean(logits[action, :num_classes].argmax(-1) == y[action])),
@@ -187,9 +189,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     group = [r for r in rows if (r['regime'], r['probe']) == key]
     entry = {'regime': key[0], 'probe': key[1], 'seeds': [r['seed'] for r in group]}
     for metric in ('action_acc', 'all_acc', 'train_action_acc'):
-      values = [100 * r[metric] for r in group]
-      entry[metric] = (statistics.mean(values),
-                       statistics.stdev(values) if len(values) > 1 else 0.0)
+      entry[metric] = robustness.mean_std([100 * r[metric] for r in group])
     out.append(entry)
   return out
 

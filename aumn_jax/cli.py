@@ -2,7 +2,8 @@
 
 Two rules. `run(main)` is absl's app.run where a mistake on the command line (an unknown flag,
 a typo'd `--config.KEY`, a bad value) is one line and exit status 2. `@user_errors` on `main`
-turns an `errors.UserError` into one line `error: <message>` and exit status 1, and Ctrl-C
+does the same for an `app.UsageError` main raises (a flag value it checks itself), turns an
+`errors.UserError` into one line `error: <message>` and exit status 1, and Ctrl-C
 into `error: interrupted`, status 130. Anything else is a bug: one line first (`error:
 unexpected ...`, exit 1), its traceback appended to W/errors.log (or a temp file).
 Imports no JAX (evaluate.py's file mode is NumPy only).
@@ -73,6 +74,8 @@ def user_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], None
   def guarded(argv):
     try:
       return main(argv)
+    except app.UsageError as e:  # a flag value main itself checks: the command line's mistake
+      fail(f'bad command line: {" ".join(str(e).split())}', status=2)
     except errors.UserError as e:
       fail(str(e))
     except KeyboardInterrupt:  # Ctrl-C outside a training loop, or a second one inside it

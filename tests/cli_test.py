@@ -51,3 +51,35 @@ def test_without_a_workdir_the_traceback_goes_to_the_temp_dir(tmp_path):
   finally:
     os.remove(path)
   assert not os.path.exists(tmp_path / 'not_created')
+
+
+def test_a_flag_value_main_refuses_is_one_line_and_status_2(tmp_path):
+  """app.UsageError raised inside a @user_errors main (every entry point checks some flags
+  itself) is the command line's mistake, not a bug: one line, status 2, no traceback file."""
+  script = tmp_path / 'entry_point.py'
+  script.write_text(textwrap.dedent('''
+      from absl import app
+      from aumn_jax import cli
+
+      @cli.user_errors
+      def main(argv):
+        raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+
+      cli.run(main)
+  '''))
+  proc = subprocess.run([sys.executable, str(script), 'stray'], cwd=conftest.REPO,
+                        capture_output=True, text=True, timeout=60)
+  assert proc.returncode == 2
+  assert proc.stderr.strip() == "error: bad command line: unexpected arguments: ['stray']"
+
+
+def test_robustness_refuses_an_unknown_regime_in_one_line(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, 'benchmarks/robustness.py', '--regimes', 'nope',
+       '--workdir', str(tmp_path / 'w')], cwd=conftest.REPO, capture_output=True, text=True,
+      timeout=120)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [
+      "error: bad command line: --regimes: unknown ['nope']; known: "
+      "['thumos', 'fewvideo', 'partial', 'fewvideo_partial', 'activitynet']"]
+  assert not (tmp_path / 'w').exists()

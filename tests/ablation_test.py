@@ -24,7 +24,7 @@ def test_variants_change_only_their_field():
 
 def test_summary_and_table_are_mean_and_sample_std():
   rows = [{'regime': g, 'variant': v, 'seed': s, 'avg_0.1:0.7': m, 'top1': 1.0,
-           'fg_auc': 0.5 + m}
+           'fg_auc': 0.5 + m, 'plateau_steps': 10 * s}
           for g in ('thumos', 'fewvideo') for v in ('mil', 'aumn')
           for s, m in ((0, 0.2), (1, 0.4))]
   rows = [r for r in rows if not (r['regime'] == 'fewvideo' and r['variant'] == 'aumn')]
@@ -37,3 +37,4 @@ def test_summary_and_table_are_mean_and_sample_std():
   assert '| BaS-Net baseline (`model.head=mil`) | 30.0 ± 14.1 | 30.0 ± 14.1 |' in table
   assert '| AUMN, all mechanisms | 30.0 ± 14.1 | – |' in table     # a missing cell says so
   assert '| AUMN, all mechanisms | 0.800 ± 0.141 | – |' in table
+  assert '| BaS-Net baseline (`model.head=mil`) | 5 ± 7 | 5 ± 7 |' in table  # plateau steps

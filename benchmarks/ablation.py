@@ -4,6 +4,7 @@ each mechanism off, on every regime of benchmarks/robustness.py.
 Run:  python benchmarks/ablation.py [--regimes thumos,fewvideo,...] [--variants mil,aumn,...]
           [--seeds 0,1,2] [--steps 300] [--data_seed 0] [--workdir /tmp/aumn_robustness]
           [--json OUT] [--markdown docs/ablation.md] [--set KEY=VALUE ...]
+          [--include_json EARLIER.json ...]
 
 Every run is benchmarks/robustness.py's run (aumn_jax.train_loop.train_and_evaluate, the
 train.py path; configs/synthetic.py's model, batch 16 x 300 snippets, evaluated at the end),
@@ -77,6 +78,9 @@ def define_flags() -> None:
   flags.DEFINE_string('json', None, 'Write every run and the summary here.')
   flags.DEFINE_string('markdown', None, 'Write the markdown table here (e.g. docs/ablation.md).')
   flags.DEFINE_multi_string('set', [], 'KEY=VALUE config override applied to every variant.')
+  flags.DEFINE_multi_string('include_json', [], 'Earlier --json outputs whose runs join the '
+                            'table (e.g. variants run with other seed programs); same steps and '
+                            'data seed.')
 
 
 def variant_overrides(variant: str) -> tuple[str, list[tuple[str, Any]]]:
@@ -103,7 +107,8 @@ def markdown(summary: dict[str, dict[str, dict[str, Any]]], steps: int, data_see
              command: str, overrides: Sequence[tuple[str, Any]]) -> str:
   """One table per metric: a row per variant, a column per regime, mean ± std over seeds."""
   regimes = list(summary)
-  variants = list(dict.fromkeys(v for r in regimes for v in summary[r]))
+  seen = dict.fromkeys(v for r in regimes for v in summary[r])
+  variants = [v for v in VARIANTS if v in seen] + [v for v in seen if v not in VARIANTS]
   seeds = sorted({s for r in regimes for e in summary[r].values() for s in e['seeds']})
   note = (f'{steps} steps of batch 16 × 300 snippets (configs/synthetic.py model), run seeds '
           f'{seeds}, data seed {data_seed}; mean ± sample std over seeds. Video top-1: the top '
@@ -158,6 +163,8 @@ def main(argv):
                 f"{100 * row['avg_0.1:0.7']:.2f}, top-1 {100 * row['top1']:.1f}, "
                 f"AUC(a) {row['fg_auc']:.3f}, plateau {row['plateau_steps']} "
                 f"({row['wall_s']:.0f} s per seed)", flush=True)
+  rows = robustness.include_runs(FLAGS.include_json, rows, FLAGS.steps, FLAGS.data_seed,
+                                 lambda r: (r['regime'], r['variant'], r['seed']))
   summary = summarize(rows)
   command = 'python benchmarks/ablation.py ' + ' '.join(sys.argv[1:])
   table = markdown(summary, FLAGS.steps, FLAGS.data_seed, command, overrides)

@@ -436,6 +436,22 @@ def write_outputs(json_path: str | None, markdown_path: str | None, table: str,
       f.write(table)
 
 
+def include_runs(paths: Sequence[str], rows: list[dict[str, Any]], steps: int, data_seed: int,
+                 key) -> list[dict[str, Any]]:
+  """--include_json: the runs of earlier --json outputs (same steps and data seed) that this
+  invocation did not make (`key(row)` identifies a run), in the order the flags name the files,
+  then `rows`."""
+  included = []
+  mine = {key(r) for r in rows}
+  for path in paths:
+    with open(path, encoding='utf-8') as f:
+      earlier = json.load(f)
+    if (earlier['steps'], earlier['data_seed']) != (steps, data_seed):
+      raise app.UsageError(f'--include_json {path}: steps/data seed differ from this run')
+    included += [r for r in earlier['runs'] if key(r) not in mine]
+  return included + rows
+
+
 @cli.user_errors
 def main(argv):
   if len(argv) > 1:
@@ -467,16 +483,8 @@ def main(argv):
                   f"AUC(a) {row['fg_auc']:.3f}, plateau {row['plateau_steps']}, "
                   f"a in [{row['fg_min']:.3f}, {row['fg_max']:.3f}] "
                   f"({row['wall_s']:.0f} s per seed)", flush=True)
-  included = []
-  for path in FLAGS.include_json:
-    with open(path, encoding='utf-8') as f:
-      earlier = json.load(f)
-    if (earlier['steps'], earlier['data_seed']) != (FLAGS.steps, FLAGS.data_seed):
-      raise app.UsageError(f'--include_json {path}: steps/data seed differ from this run')
-    mine = {(r['regime'], r['model'], r['head'], r['seed']) for r in rows}
-    included += [r for r in earlier['runs']
-                 if (r['regime'], r['model'], r['head'], r['seed']) not in mine]
-  rows = included + rows  # in the order the flags name them, then this invocation's
+  rows = include_runs(FLAGS.include_json, rows, FLAGS.steps, FLAGS.data_seed,
+                      lambda r: (r['regime'], r['model'], r['head'], r['seed']))
   summary = summarize(rows)
   command = 'python benchmarks/robustness.py ' + ' '.join(sys.argv[1:])
   table = markdown(summary, FLAGS.steps, FLAGS.data_seed, command, overrides)

@@ -3,7 +3,11 @@
 The training path itself (train_loop.train_and_evaluate) is covered by train_test.py; the run
 and its metrics by robustness_test.py.
 """
+import json
+
+from absl import app
 import numpy as np
+import pytest
 
 from benchmarks import ablation
 from benchmarks import robustness
@@ -38,3 +42,23 @@ def test_summary_and_table_are_mean_and_sample_std():
   assert '| AUMN, all mechanisms | 30.0 ± 14.1 | – |' in table     # a missing cell says so
   assert '| AUMN, all mechanisms | 0.800 ± 0.141 | – |' in table
   assert '| BaS-Net baseline (`model.head=mil`) | 5 ± 7 | 5 ± 7 |' in table  # plateau steps
+
+
+def test_earlier_runs_join_the_table_unless_redone(tmp_path):
+  """--include_json: runs of an earlier output join this invocation's unless it made the same
+  run (regime, variant, seed) again; a file of other steps / data seed is refused; the table
+  lists variants in VARIANTS order whatever order the runs came in."""
+  row = lambda v, s, m: {'regime': 'partial', 'variant': v, 'seed': s, 'avg_0.1:0.7': m,
+                         'top1': 1.0, 'fg_auc': 0.9, 'plateau_steps': 0}
+  earlier = tmp_path / 'earlier.json'
+  earlier.write_text(json.dumps({'steps': 300, 'data_seed': 0,
+                                 'runs': [row('aumn', 0, 0.1), row('aumn', 1, 0.3)]}))
+  mine = [row('mil', 0, 0.2), row('aumn', 1, 0.5)]
+  key = lambda r: (r['regime'], r['variant'], r['seed'])
+  got = robustness.include_runs([str(earlier)], mine, 300, 0, key)
+  assert [(r['variant'], r['seed'], r['avg_0.1:0.7']) for r in got] == [
+      ('aumn', 0, 0.1), ('mil', 0, 0.2), ('aumn', 1, 0.5)]
+  with pytest.raises(app.UsageError, match='steps/data seed differ'):
+    robustness.include_runs([str(earlier)], mine, 300, 1, key)
+  table = ablation.markdown(ablation.summarize(got), 300, 0, 'cmd', [])
+  assert table.index('BaS-Net baseline') < table.index('AUMN, all mechanisms')

@@ -481,6 +481,10 @@ def test_compilation_cache_is_written_then_used(tiny_data_dir, tmp_path):
   (another workdir) compiles nothing new; a cache dir that cannot be made is one warning."""
   env = conftest.worker_env(1)
   env.pop('JAX_COMPILATION_CACHE_DIR', None)  # conftest's, for the other tests
+  # JAX writes only compilations slower than this (default 1 s): on a loaded machine a step near
+  # the threshold is written by one run and not the other. At 0 every compilation is written, so
+  # 'the second run writes nothing' means 'the second run compiled nothing'.
+  env['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
   cache = tmp_path / 'cache'
   (tmp_path / 'a_file').write_text('')
 

@@ -1,7 +1,8 @@
 """The one wrapper every command-line entry point runs under (train.py, evaluate.py, benchmarks).
 
 Two rules. `run(main)` is absl's app.run where a mistake on the command line (an unknown flag,
-a typo'd `--config.KEY`, a bad value) is one line and exit status 2. `@user_errors` on `main`
+a typo'd `--config.KEY`, a bad value, a --config file that does not load: the line names the
+argument) is one line and exit status 2. `@user_errors` on `main`
 does the same for an `app.UsageError` main raises (a flag value it checks itself), turns an
 `errors.UserError` into one line `error: <message>` and exit status 1, and Ctrl-C
 into `error: interrupted`, status 130. Anything else is a bug: one line first (`error:
@@ -11,6 +12,7 @@ Imports no JAX (evaluate.py's file mode is NumPy only).
 import errno
 import functools
 import os
+import runpy
 import sys
 import tempfile
 import traceback
@@ -35,32 +37,93 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
   """absl flag parsing, with command-line mistakes (a typo'd config key) as one line."""
   try:
     remaining = flags.FLAGS(argv)
-  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-    message = str(e)
-    if len(message) > 1 and message[0] == message[-1] == "'":  # a repr'd KeyError inside
-      message = message[1:-1]
-    message = ' '.join(message.replace('\\n', ' ').replace("\\'", "'").split())
-    fail(f'bad command line: {message}', status=2)
-  _check_config_files()
+  except Exception as e:  # pylint: disable=broad-except  (each case below is one line)
+    # A config file that does not load is the first thing to fix, whatever failed after it.
+    for name, path in _config_file_args(argv):
+      _check_config_file(name, path, functools.partial(_load_config_file, path))
+    if isinstance(e, (AttributeError, KeyError)):  # ml_collections: a --config.KEY it lacks
+      fail(_unknown_config_field(e, argv), status=2)
+    fail(f'bad command line: {_one_line(e)}', status=2)
+  for name in flags.FLAGS:  # ml_collections defers a config file's IOError to first use
+    flag = flags.FLAGS[name]
+    if flag.present and _is_config_flag(flag):
+      _check_config_file(name, config_flags.get_config_filename(flag), lambda f=flag: f.value)
   return remaining
 
 
-def _check_config_files() -> None:
-  """A --config file that does not load is one line (ml_collections defers it to first use)."""
-  for name in flags.FLAGS:
-    flag = flags.FLAGS[name]
-    if not flag.present:
-      continue
-    try:
-      path = config_flags.get_config_filename(flag)  # TypeError: not a config-file flag
-    except TypeError:
-      continue
-    try:
-      flag.value.keys  # pylint: disable=pointless-statement  (a failed load raises on access)
-    except OSError:
-      known = sorted(f for f in os.listdir(_CONFIGS) if f.endswith('.py') and f[0] != '_')
-      fail(f'--{name}={path}: cannot load this config file (no such file, or it fails on '
-           f'import); the configs are {", ".join("configs/" + f for f in known)}', status=2)
+def _is_config_flag(flag: flags.Flag) -> bool:
+  """Whether `flag` is a config_flags.DEFINE_config_file flag (ml_collections exports no test)."""
+  try:
+    config_flags.get_config_filename(flag)
+  except TypeError:
+    return False
+  except flags.Error:  # a config flag not parsed yet (UnparsedFlagError)
+    pass
+  return True
+
+
+def _load_config_file(path: str) -> object:
+  """What ml_collections' --config=PATH[:ARG] loads: get_config([ARG]) of the file at PATH."""
+  file, colon, arg = path.partition(':')
+  get_config = runpy.run_path(file).get('get_config')
+  if get_config is None:
+    raise AttributeError('the file defines no get_config()')
+  return get_config(*([arg] if colon else []))
+
+
+def _config_file_args(argv: Sequence[str]) -> list[tuple[str, str]]:
+  """[(flag name, path)] of the config-file flags in argv (`--config=PATH` or `--config PATH`)."""
+  found = []
+  for i, arg in enumerate(argv[1:], start=1):
+    name, eq, value = arg.lstrip('-').partition('=')
+    if (arg.startswith('-') and name in flags.FLAGS
+        and _is_config_flag(flags.FLAGS[name])):
+      if eq:
+        found.append((name, value))
+      elif i + 1 < len(argv):
+        found.append((name, argv[i + 1]))
+  return found
+
+
+def _check_config_file(name: str, path: str, load: Callable[[], object]) -> None:
+  """Exits with one line (status 2) when `load()` (the config of --name=path) fails."""
+  try:
+    value = load()
+    if not hasattr(value, 'keys'):  # (ml_collections' deferred IOError raises here)
+      raise TypeError(f'get_config() returned {type(value).__name__}, not a ConfigDict')
+  except OSError as e:
+    known = sorted(f for f in os.listdir(_CONFIGS) if f.endswith('.py') and f[0] != '_')
+    why = 'no such file' if not os.path.isfile(path.partition(':')[0]) else e.strerror
+    fail(f'--{name}={path}: cannot load this config file ({why or "unreadable"}); the configs '
+         f'are {", ".join("configs/" + f for f in known)}', status=2)
+  except Exception as e:  # pylint: disable=broad-except  (a syntax error, get_config raising)
+    fail(f'--{name}={path}: this config file fails to load: {type(e).__name__}: '
+         f'{_one_line(e)}', status=2)
+
+
+def _one_line(e: BaseException) -> str:
+  """An exception's message on one line: the quotes of a repr'd KeyError inside dropped, and of
+  a traceback ml_collections puts in the message, its last line."""
+  while e.args and isinstance(e.args[0], BaseException):  # AttributeError(KeyError(message))
+    e = e.args[0]
+  message = str(e.args[0]) if len(e.args) == 1 else str(e)
+  if 'Traceback (most recent call last)' in message:
+    message = message.strip().splitlines()[-1]
+  return ' '.join(message.replace('\\n', ' ').replace("\\'", "'").split())
+
+
+def _unknown_config_field(e: BaseException, argv: Sequence[str]) -> str:
+  """`--config.model.nosuch=3: config.model has no field 'nosuch' (Did you mean ...)`."""
+  message = _one_line(e)
+  key = message.split()[0].strip('\'"') if message else ''
+  for arg in argv[1:]:
+    path = arg.lstrip('-').partition('=')[0].split('.')
+    if arg.startswith('--') and key in path[1:]:
+      at = path.index(key, 1)
+      hint = message.split(None, 1)[1] if ' ' in message else ''
+      return (f'{arg}: {".".join(path[:at])} has no field {key!r}'
+              + (f' ({hint})' if hint else ''))
+  return f'bad command line: {message}'
 
 
 # OSErrors that say what the machine lacks, not what the code did wrong.

@@ -389,10 +389,35 @@ def test_bad_config_key_is_one_clear_line(tmp_path):
       [sys.executable, 'train.py', '--config=configs/synthetic.py', f'--workdir={tmp_path}',
        '--config.model.num_unit=3'], cwd=REPO, capture_output=True, text=True, timeout=120,
       env=conftest.worker_env(1))
-  assert proc.returncode != 0
-  assert 'num_unit' in proc.stderr
-  assert 'Traceback' not in proc.stderr
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [
+      "error: --config.model.num_unit=3: config.model has no field 'num_unit' (Did you mean "
+      '"num_units" instead of "num_unit"?)']
   assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize('text,problem', [
+    ('def get_config(:\n', 'SyntaxError: invalid syntax'),
+    ('import no_such_module\n', "ModuleNotFoundError: No module named 'no_such_module'"),
+    ('def get_config():\n  return 3\n', 'TypeError: get_config() returned int, not a ConfigDict'),
+    ('def get_config():\n  return {}[0]\n', 'KeyError: 0'),
+])
+def test_a_config_file_that_fails_to_load_is_one_line_naming_it(tmp_path, text, problem):
+  """A user's own config file: a syntax error, a failed import, get_config() raising or
+  returning something else; one line naming the file (with or without a --config.KEY)."""
+  config = tmp_path / 'my_config.py'
+  config.write_text(text)
+  for overrides in ([], ['--config.batch_size=4']):
+    proc = subprocess.run(
+        [sys.executable, 'train.py', f'--config={config}', f'--workdir={tmp_path}/w',
+         *overrides], cwd=REPO, capture_output=True, text=True, timeout=120,
+        env=conftest.worker_env(1))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f'error: --config={config}: this config file fails to load'), lines
+    assert problem in lines[0]
+  assert not os.path.exists(tmp_path / 'w')
 
 
 def test_a_cluster_jax_cannot_join_is_one_line(tmp_path):

@@ -36,6 +36,8 @@ def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
       (isinstance(config.num_seeds, int) and config.num_seeds > 0,
        f'config.num_seeds={config.num_seeds!r}: must be an integer > 0'),
       (config.seed >= 0, f'config.seed={config.seed}: must be >= 0'),
+      (config.data.synthetic_seed >= 0,
+       f'config.data.synthetic_seed={config.data.synthetic_seed}: must be >= 0'),
       (config.batch_size > 0, f'config.batch_size={config.batch_size}: must be > 0'),
       (config.data.eval_batch_size > 0,
        f'config.data.eval_batch_size={config.data.eval_batch_size}: must be > 0'),

@@ -128,6 +128,8 @@ def prepare_data_dir(data_cfg) -> str:
   data_dir = os.path.abspath(os.path.expanduser(data_cfg.data_dir))
   if data_cfg.dataset != 'synthetic' or _is_built(data_dir, data_cfg.dataset):
     return data_dir
+  if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+    raise DataError(data_dir, 'is a file, not a directory (config.data.data_dir)')
   created = not os.path.isdir(data_dir)
   os.makedirs(data_dir, exist_ok=True)
   try:

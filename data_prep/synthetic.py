@@ -659,6 +659,8 @@ def generate(out_dir: str, layout: str, preset: str, seed: int = 0,
     raise DataError(layout, f'unknown layout; expected one of {", ".join(layouts.LAYOUTS)}')
   if preset not in PRESETS:
     raise DataError(preset, f'unknown preset; expected one of {", ".join(PRESETS)}')
+  if not isinstance(seed, int) or seed < 0:  # (numpy's SeedSequence takes no negative entropy)
+    raise DataError('--seed', f'{seed}: must be an integer >= 0')
   params = PRESETS[preset].features
   try:
     params = dataclasses.replace(params, **feature_overrides)

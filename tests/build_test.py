@@ -128,6 +128,16 @@ def test_prepare_data_dir_generates_the_synthetic_default_once(tmp_path, capsys)
   assert capsys.readouterr().out == ''  # built: nothing generated again
 
 
+def test_prepare_data_dir_refuses_a_file_in_one_line_and_keeps_it(tmp_path):
+  from configs import synthetic as synthetic_config
+  data_cfg = synthetic_config.get_config().data
+  data_cfg.data_dir = str(tmp_path / 'a_file')
+  (tmp_path / 'a_file').write_text('mine')
+  with pytest.raises(data.DataError, match=r'a_file: is a file, not a directory \(config.data'):
+    build.prepare_data_dir(data_cfg)
+  assert (tmp_path / 'a_file').read_text() == 'mine'
+
+
 def test_prepare_data_dir_never_generates_a_real_dataset(tmp_path):
   from configs import thumos as thumos_config
   data_cfg = thumos_config.get_config().data

@@ -417,6 +417,12 @@ def test_refuses_a_noise_that_is_not_a_finite_non_negative_number(tmp_path, caps
   assert not os.listdir(tmp_path)
 
 
+def test_refuses_a_negative_seed(tmp_path, capsys):
+  code, err = _main(['--out', str(tmp_path / 'out'), '--layout', 'um', '--seed', '-1'], capsys)
+  assert code == 1 and err.strip() == 'error: --seed: -1: must be an integer >= 0'
+  assert not os.listdir(tmp_path)
+
+
 def test_writes_into_an_existing_empty_directory(tmp_path):
   out = tmp_path / 'out'
   out.mkdir()

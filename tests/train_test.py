@@ -471,6 +471,7 @@ def test_bfloat16_compute_trains_like_float32(uninterrupted, tmp_path):
     ('compute_dtype', 'float16', "config.compute_dtype='float16': not one of ('float32'"),
     ('data.dataset', 'thumos', "config.data.dataset='thumos': not one of ('thumos14'"),
     ('data.eval_batch_size', 0, 'config.data.eval_batch_size=0: must be > 0'),
+    ('data.synthetic_seed', -1, 'config.data.synthetic_seed=-1: must be >= 0'),
     ('loss.guide_center_steps', -1, 'config.loss.guide_center_steps must be >= 0'),
 ])
 def test_bad_settings_are_refused_before_step_0(key, value, message, tiny_data_dir, tmp_path):

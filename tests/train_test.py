@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -579,6 +580,32 @@ def test_evaluate_checkpoint_reproduces_the_training_numbers(uninterrupted):
     assert json.load(f)['average_map'] == summary['average_map']
   best = eval_loop.evaluate_checkpoint(config, workdir, best=True)
   assert best['average_map'] == summary['best_by_test_map']['average_map']
+
+
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')  # (see above)
+def test_evaluate_a_damaged_or_empty_checkpoints_dir_is_one_line_and_changes_nothing(
+    uninterrupted, tmp_path):
+  config, workdir_full, _ = uninterrupted
+  workdir = tmp_path / 'w'
+  shutil.copytree(workdir_full, workdir)
+  for root, _, names in os.walk(workdir / 'checkpoints' / '4'):
+    for name in names:  # the tensorstore chunks of step 4 cut in half
+      path = os.path.join(root, name)
+      if os.sep + 'd' + os.sep in path and os.path.getsize(path) > 1:
+        with open(path, 'r+b') as f:
+          f.truncate(os.path.getsize(path) // 2)
+  before = sorted(str(p) for p in workdir.rglob('*'))
+  with pytest.raises(errors.TrainingError, match=re.escape(
+      f'{workdir}/checkpoints/4: does not restore (')) as e:
+    eval_loop.evaluate_checkpoint(config, str(workdir))
+  assert 'evaluate another step ([2])' in str(e.value) and '\n' not in str(e.value)
+  assert sorted(str(p) for p in workdir.rglob('*')) == before  # read-only: nothing moved
+  assert eval_loop.evaluate_checkpoint(config, str(workdir), step=2)['step'] == 2
+  empty = tmp_path / 'empty'
+  (empty / 'checkpoints').mkdir(parents=True)
+  shutil.copy(workdir / 'config.json', empty / 'config.json')
+  with pytest.raises(errors.TrainingError, match='checkpoints: holds no checkpoint'):
+    eval_loop.evaluate_checkpoint(config, str(empty))
 
 
 def test_evaluate_cli_errors_are_one_line(tmp_path):

@@ -71,8 +71,10 @@ def define_flags() -> None:
   flags.DEFINE_list('regimes', ['thumos', 'fewvideo'], f'Subset of {list(robustness.REGIMES)}.')
   flags.DEFINE_list('variants', list(VARIANTS), f'Subset of {list(VARIANTS)}.')
   flags.DEFINE_list('seeds', ['0', '1', '2'], 'Run seeds (config.seed).')
-  flags.DEFINE_integer('steps', 300, 'Training steps per run (evaluated once, at the end).')
-  flags.DEFINE_integer('data_seed', 0, 'Generator seed of every regime (0: the reported one).')
+  flags.DEFINE_integer('steps', 300, 'Training steps per run (evaluated once, at the end).',
+                       lower_bound=1)
+  flags.DEFINE_integer('data_seed', 0, 'Generator seed of every regime (0: the reported one).',
+                       lower_bound=0)
   flags.DEFINE_string('workdir', '/tmp/aumn_robustness',
                       "Datasets and one dir per run (robustness.py's default: runs are shared).")
   flags.DEFINE_string('json', None, 'Write every run and the summary here.')
@@ -144,12 +146,15 @@ def main(argv):
     if bad:
       raise app.UsageError(f'--{name}: unknown {bad}; known: {list(known)}')
   overrides = robustness.parse_overrides(FLAGS.set)
+  run_seeds = robustness.seed_list(FLAGS.seeds)
+  robustness.check_output_paths(json=FLAGS.json, markdown=FLAGS.markdown)
+  included = robustness.read_included(FLAGS.include_json, FLAGS.steps, FLAGS.data_seed)
   rows = []
   for regime in FLAGS.regimes:
     regime_dir = robustness.prepare_regime(regime, FLAGS.data_seed, FLAGS.workdir)
     for variant in FLAGS.variants:
       head, changes = variant_overrides(variant)
-      for seeds in robustness.consecutive([int(s) for s in FLAGS.seeds]):
+      for seeds in robustness.consecutive(run_seeds):
         # robustness.py's layout: with the same --workdir, its mil / aumn runs are these
         # variants' runs (same config, cached rows), trained once; a stretch of consecutive
         # seeds is one program (config.num_seeds).
@@ -163,8 +168,7 @@ def main(argv):
                 f"{100 * row['avg_0.1:0.7']:.2f}, top-1 {100 * row['top1']:.1f}, "
                 f"AUC(a) {row['fg_auc']:.3f}, plateau {row['plateau_steps']} "
                 f"({row['wall_s']:.0f} s per seed)", flush=True)
-  rows = robustness.include_runs(FLAGS.include_json, rows, FLAGS.steps, FLAGS.data_seed,
-                                 lambda r: (r['regime'], r['variant'], r['seed']))
+  rows = robustness.include_runs(included, rows, lambda r: (r['regime'], r['variant'], r['seed']))
   summary = summarize(rows)
   command = 'python benchmarks/ablation.py ' + ' '.join(sys.argv[1:])
   table = markdown(summary, FLAGS.steps, FLAGS.data_seed, command, overrides)

@@ -91,7 +91,8 @@ def define_flags() -> None:
   flags.DEFINE_list('heads', ['mil', 'aumn'], 'model.head values.')
   flags.DEFINE_list('models', ['small'], f'Subset of {list(MODELS)}.')
   flags.DEFINE_list('seeds', ['0', '1', '2'], 'Run seeds (config.seed).')
-  flags.DEFINE_integer('data_seed', 1, 'Generator seed of every regime (1: validation).')
+  flags.DEFINE_integer('data_seed', 1, 'Generator seed of every regime (1: validation).',
+                       lower_bound=0)
   flags.DEFINE_integer('steps', 300, 'Training steps per run.')
   flags.DEFINE_integer('eval_every', 0, 'Evaluate every N steps as well (0: at the end only).')
   flags.DEFINE_string('workdir', '/tmp/aumn_robustness', 'Datasets and one dir per run.')
@@ -436,20 +437,53 @@ def write_outputs(json_path: str | None, markdown_path: str | None, table: str,
       f.write(table)
 
 
-def include_runs(paths: Sequence[str], rows: list[dict[str, Any]], steps: int, data_seed: int,
-                 key) -> list[dict[str, Any]]:
-  """--include_json: the runs of earlier --json outputs (same steps and data seed) that this
-  invocation did not make (`key(row)` identifies a run), in the order the flags name the files,
-  then `rows`."""
-  included = []
-  mine = {key(r) for r in rows}
+def read_included(paths: Sequence[str], steps: int, data_seed: int) -> list[dict[str, Any]]:
+  """--include_json: the runs of earlier --json outputs (read before any run starts, so a
+  missing file or one from another setting is refused at once), in the order given."""
+  runs = []
   for path in paths:
-    with open(path, encoding='utf-8') as f:
-      earlier = json.load(f)
-    if (earlier['steps'], earlier['data_seed']) != (steps, data_seed):
-      raise app.UsageError(f'--include_json {path}: steps/data seed differ from this run')
-    included += [r for r in earlier['runs'] if key(r) not in mine]
-  return included + rows
+    try:
+      with open(path, encoding='utf-8') as f:
+        earlier = json.load(f)
+      setting = (earlier['steps'], earlier['data_seed'])
+      runs += list(earlier['runs'])
+    except OSError as e:
+      raise app.UsageError(f'--include_json {path}: {e.strerror}') from None
+    except (ValueError, KeyError, TypeError) as e:
+      raise app.UsageError(f'--include_json {path}: not a --json output of this study '
+                           f'({type(e).__name__}: {e})') from None
+    if setting != (steps, data_seed):
+      raise app.UsageError(f'--include_json {path}: steps/data seed {setting} differ from this '
+                           f'run ({steps}, {data_seed})')
+  return runs
+
+
+def include_runs(included: list[dict[str, Any]], rows: list[dict[str, Any]],
+                 key) -> list[dict[str, Any]]:
+  """The `included` runs (read_included) that this invocation did not make (`key(row)`
+  identifies a run), then `rows`."""
+  mine = {key(r) for r in rows}
+  return [r for r in included if key(r) not in mine] + rows
+
+
+def seed_list(values: Sequence[str], name: str = 'seeds') -> list[int]:
+  """A --seeds list as distinct integers >= 0 (one line naming the flag otherwise)."""
+  try:
+    seeds = [int(v) for v in values]
+  except ValueError:
+    seeds = []
+  if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
+    raise app.UsageError(f'--{name}={",".join(values)}: expected distinct integers >= 0')
+  return seeds
+
+
+def check_output_paths(**paths: str | None) -> None:
+  """--json / --markdown: each path's directory exists, checked before the runs (hours) start."""
+  for name, path in paths.items():
+    if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+      raise app.UsageError(f'--{name}={path}: its directory does not exist')
+    if path and os.path.isdir(path):
+      raise app.UsageError(f'--{name}={path}: is a directory, expected a file path')
 
 
 @cli.user_errors
@@ -467,12 +501,15 @@ def main(argv):
   if FLAGS.steps < PLATEAU_FROM:
     raise app.UsageError(f'--steps={FLAGS.steps}: at least {PLATEAU_FROM} (the plateau window)')
   overrides = parse_overrides(FLAGS.set)
+  run_seeds_ = seed_list(FLAGS.seeds)
+  check_output_paths(json=FLAGS.json, markdown=FLAGS.markdown)
+  included = read_included(FLAGS.include_json, FLAGS.steps, FLAGS.data_seed)
   rows = []
   for regime in FLAGS.regimes:
     data_dir = prepare_regime(regime, FLAGS.data_seed, FLAGS.workdir)
     for model in FLAGS.models:
       for head in FLAGS.heads:
-        for seeds in consecutive([int(s) for s in FLAGS.seeds]):
+        for seeds in consecutive(run_seeds_):
           workdir = os.path.join(FLAGS.workdir, 'runs', f'{regime}_seed{FLAGS.data_seed}',
                                  model, head, program_dir(seeds))
           for row in run_seeds(regime, model, head, seeds, FLAGS.steps, FLAGS.eval_every,
@@ -483,8 +520,7 @@ def main(argv):
                   f"AUC(a) {row['fg_auc']:.3f}, plateau {row['plateau_steps']}, "
                   f"a in [{row['fg_min']:.3f}, {row['fg_max']:.3f}] "
                   f"({row['wall_s']:.0f} s per seed)", flush=True)
-  rows = include_runs(FLAGS.include_json, rows, FLAGS.steps, FLAGS.data_seed,
-                      lambda r: (r['regime'], r['model'], r['head'], r['seed']))
+  rows = include_runs(included, rows, lambda r: (r['regime'], r['model'], r['head'], r['seed']))
   summary = summarize(rows)
   command = 'python benchmarks/robustness.py ' + ' '.join(sys.argv[1:])
   table = markdown(summary, FLAGS.steps, FLAGS.data_seed, command, overrides)

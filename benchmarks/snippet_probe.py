@@ -208,8 +208,9 @@ def markdown(summary: Sequence[dict[str, Any]], command: str, note: str) -> str:
 def define_flags() -> None:
   flags.DEFINE_list('regimes', list(robustness.REGIMES), 'Subset of the battery.')
   flags.DEFINE_list('seeds', ['0', '1', '2'], 'Probe seeds (initialisation, minibatches).')
-  flags.DEFINE_integer('data_seed', 1, 'Generator seed of every regime (1: validation).')
-  flags.DEFINE_integer('steps', 1500, 'Adam steps per probe.')
+  flags.DEFINE_integer('data_seed', 1, 'Generator seed of every regime (1: validation).',
+                       lower_bound=0)
+  flags.DEFINE_integer('steps', 1500, 'Adam steps per probe.', lower_bound=1)
   flags.DEFINE_integer('dim', 256, 'D: the embedding width (configs/synthetic.py).')
   flags.DEFINE_integer('units', 16, 'L: the number of units (configs/synthetic.py).')
   flags.DEFINE_string('workdir', '/tmp/aumn_robustness', 'Where the regimes are built.')
@@ -228,7 +229,8 @@ def main(argv):
   bad = [r for r in FLAGS.regimes if r not in robustness.REGIMES]
   if bad:
     raise app.UsageError(f'--regimes: unknown {bad}; known: {list(robustness.REGIMES)}')
-  seeds = [int(s) for s in FLAGS.seeds]
+  seeds = robustness.seed_list(FLAGS.seeds)
+  robustness.check_output_paths(json=FLAGS.json, markdown=FLAGS.markdown)
   rows = []
   if FLAGS.data_dir:   # a dataset built by data_prep.build, e.g. a real dump
     rows += run_regime(FLAGS.dataset, FLAGS.data_dir, seeds, FLAGS.steps, FLAGS.dim,

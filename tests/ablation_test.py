@@ -55,10 +55,15 @@ def test_earlier_runs_join_the_table_unless_redone(tmp_path):
                                  'runs': [row('aumn', 0, 0.1), row('aumn', 1, 0.3)]}))
   mine = [row('mil', 0, 0.2), row('aumn', 1, 0.5)]
   key = lambda r: (r['regime'], r['variant'], r['seed'])
-  got = robustness.include_runs([str(earlier)], mine, 300, 0, key)
+  got = robustness.include_runs(robustness.read_included([str(earlier)], 300, 0), mine, key)
   assert [(r['variant'], r['seed'], r['avg_0.1:0.7']) for r in got] == [
       ('aumn', 0, 0.1), ('mil', 0, 0.2), ('aumn', 1, 0.5)]
-  with pytest.raises(app.UsageError, match='steps/data seed differ'):
-    robustness.include_runs([str(earlier)], mine, 300, 1, key)
+  with pytest.raises(app.UsageError, match=r'steps/data seed \(300, 0\) differ .*\(300, 1\)'):
+    robustness.read_included([str(earlier)], 300, 1)
+  (tmp_path / 'cut.json').write_text('{"steps": 300, "data_se')
+  for path, problem in [(tmp_path / 'nope.json', 'No such file'),
+                        (tmp_path / 'cut.json', 'not a --json output of this study')]:
+    with pytest.raises(app.UsageError, match=f'--include_json {path}: {problem}'):
+      robustness.read_included([str(path)], 300, 0)
   table = ablation.markdown(ablation.summarize(got), 300, 0, 'cmd', [])
   assert table.index('BaS-Net baseline') < table.index('AUMN, all mechanisms')

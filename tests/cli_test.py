@@ -83,3 +83,29 @@ def test_robustness_refuses_an_unknown_regime_in_one_line(tmp_path):
       "error: bad command line: --regimes: unknown ['nope']; known: "
       "['thumos', 'fewvideo', 'partial', 'fewvideo_partial', 'activitynet']"]
   assert not (tmp_path / 'w').exists()
+
+
+def test_the_studies_refuse_bad_seeds_and_outputs_before_any_run(tmp_path):
+  """robustness.py / ablation.py / snippet_probe.py check every flag before hours of runs: no
+  dataset is built, no workdir made."""
+  (tmp_path / 'cut.json').write_text('{')
+  cases = [
+      ('robustness.py', ['--seeds', '0,abc'], '--seeds=0,abc: expected distinct integers >= 0'),
+      ('ablation.py', ['--seeds', '1,1'], '--seeds=1,1: expected distinct integers >= 0'),
+      ('snippet_probe.py', ['--seeds', '-1'], '--seeds=-1: expected distinct integers >= 0'),
+      ('ablation.py', ['--data_seed', '-1'], '--data_seed=-1: -1 is not a non-negative integer'),
+      ('robustness.py', ['--json', str(tmp_path / 'no_dir' / 'x.json')],
+       f'--json={tmp_path}/no_dir/x.json: its directory does not exist'),
+      ('ablation.py', ['--markdown', str(tmp_path)], f'--markdown={tmp_path}: is a directory'),
+      ('ablation.py', ['--include_json', str(tmp_path / 'cut.json')],
+       f'--include_json {tmp_path}/cut.json: not a --json output of this study'),
+  ]
+  for script, args, message in cases:
+    proc = subprocess.run(
+        [sys.executable, f'benchmarks/{script}', '--regimes', 'partial', *args,
+         '--workdir', str(tmp_path / 'w')], cwd=conftest.REPO, capture_output=True, text=True,
+        timeout=120)
+    assert proc.returncode == 2, (script, args, proc.stderr[-2000:])
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], (script, lines)
+  assert not (tmp_path / 'w').exists()

@@ -60,7 +60,11 @@ def _thresholds(protocol: evaluation.Protocol) -> tuple[float, ...]:
     try:
       values.append(float(text))
     except ValueError:
-      cli.fail(f'--tiou: {text!r} is not a number')
+      raise app.UsageError(f'--tiou: {text!r} is not a number') from None
+    if not 0 < values[-1] <= 1:  # (NaN included)
+      raise app.UsageError(f'--tiou: {text} is not in (0, 1]')
+  if not values:
+    raise app.UsageError('--tiou: no threshold given')
   return tuple(values)
 
 
@@ -89,7 +93,7 @@ def evaluate_run() -> None:
   parallel.enable_compilation_cache(_CACHE.value)
   from aumn_jax import eval_loop  # pylint: disable=g-import-not-at-top
   if FLAGS.best and FLAGS.step is not None:
-    cli.fail('--best and --step are exclusive')
+    raise app.UsageError('--best and --step are exclusive')
   # Reads the run's dataset; never generates one (train.py does that on first use).
   eval_loop.evaluate_checkpoint(_CONFIG.value, FLAGS.workdir, step=FLAGS.step, best=FLAGS.best)
 
@@ -100,13 +104,13 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   if FLAGS.workdir or FLAGS['config'].present:
     if not (FLAGS.workdir and FLAGS['config'].present):
-      cli.fail('checkpoint mode needs both --config and --workdir')
+      raise app.UsageError('checkpoint mode needs both --config and --workdir')
     if FLAGS.ground_truth or FLAGS.proposals:
-      cli.fail('use either --config/--workdir or --ground_truth/--proposals, not both')
+      raise app.UsageError('use either --config/--workdir or --ground_truth/--proposals, not both')
     evaluate_run()
     return
   if not (FLAGS.ground_truth and FLAGS.proposals):
-    cli.fail('--ground_truth and --proposals are both required (or --config and --workdir)')
+    raise app.UsageError('--ground_truth and --proposals are both required (or --config and --workdir)')
   evaluate_files()
 
 

@@ -636,19 +636,22 @@ def test_cli_presets_custom_thresholds_and_ambiguous(cli, files):
   assert 'W-TALC convention' in out
 
 
-@pytest.mark.parametrize('extra,message', [
-    ([], 'error: --ground_truth and --proposals are both required'),
-    (['--tiou', '0.5,x'], "error: --tiou: 'x' is not a number"),
-    (['--tiou', '0'], 'error: tiou_thresholds: 0.0 is not in (0, 1]'),
-    (['--subset', 'val'], "no videos with subset 'val'"),
-    (['--ambiguous', 'nope.txt'], 'nope.txt: cannot read'),
-    (['--output', '/nonexistent_dir/o.json'], '/nonexistent_dir/o.json: cannot write'),
+@pytest.mark.parametrize('extra,message,status', [
+    ([], 'error: bad command line: --ground_truth and --proposals are both required', 2),
+    (['--tiou', '0.5,x'], "error: bad command line: --tiou: 'x' is not a number", 2),
+    (['--tiou', '0'], 'error: bad command line: --tiou: 0 is not in (0, 1]', 2),
+    (['--tiou', '0.5,1.5'], 'error: bad command line: --tiou: 1.5 is not in (0, 1]', 2),
+    (['--tiou', 'nan'], 'error: bad command line: --tiou: nan is not in (0, 1]', 2),
+    (['--subset', 'val'], "no videos with subset 'val'", 1),
+    (['--ambiguous', 'nope.txt'], 'nope.txt: cannot read', 1),
+    (['--output', '/nonexistent_dir/o.json'], '/nonexistent_dir/o.json: cannot write', 1),
 ])
-def test_cli_errors(cli, files, extra, message):
+def test_cli_errors(cli, files, extra, message, status):
+  """A mistake on the command line: status 2; a file that is wrong or cannot be written: 1."""
   args = [] if not extra else ['--ground_truth', str(files / 'gt.json'), '--proposals',
                                str(files / 'p.json')]
   code, out, err = cli(*args, '--output', str(files / 'o.json'), *extra)  # a later flag wins
-  assert code == 1 and not out and message in err and err.count('\n') == 1, err
+  assert code == status and not out and message in err and err.count('\n') == 1, err
   assert not (files / 'o.json').exists()
 
 

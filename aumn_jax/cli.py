@@ -184,6 +184,15 @@ def _write_traceback() -> str:
   return path
 
 
+def check_output_paths(**paths: str | None) -> None:
+  """--json / --markdown: each path's directory exists, checked before the runs (hours) start."""
+  for name, path in paths.items():
+    if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+      raise app.UsageError(f'--{name}={path}: its directory does not exist')
+    if path and os.path.isdir(path):
+      raise app.UsageError(f'--{name}={path}: is a directory, expected a file path')
+
+
 def define_compilation_cache_flag() -> flags.FlagHolder:
   """--compilation_cache for train.py and evaluate.py (parallel.enable_compilation_cache)."""
   return flags.DEFINE_string(

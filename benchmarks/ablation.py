@@ -147,7 +147,7 @@ def main(argv):
       raise app.UsageError(f'--{name}: unknown {bad}; known: {list(known)}')
   overrides = robustness.parse_overrides(FLAGS.set)
   run_seeds = robustness.seed_list(FLAGS.seeds)
-  robustness.check_output_paths(json=FLAGS.json, markdown=FLAGS.markdown)
+  cli.check_output_paths(json=FLAGS.json, markdown=FLAGS.markdown)
   included = robustness.read_included(FLAGS.include_json, FLAGS.steps, FLAGS.data_seed)
   rows = []
   for regime in FLAGS.regimes:

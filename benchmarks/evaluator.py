@@ -40,7 +40,8 @@ from aumn_jax import formats  # pylint: disable=g-import-not-at-top,wrong-import
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('json', None, 'Write the measurements here as JSON.')
-flags.DEFINE_integer('repeats', 5, 'Timed runs of our evaluator per case (median reported).')
+flags.DEFINE_integer('repeats', 5, 'Timed runs of our evaluator per case (median reported).',
+                     lower_bound=1)
 flags.DEFINE_list('cases', ['thumos', 'activitynet'], 'Cases to run.')
 flags.DEFINE_bool('skip_references', False, 'Time only our evaluator.')
 
@@ -171,7 +172,8 @@ def main(argv):
   del argv
   unknown = set(FLAGS.cases) - set(CASES)
   if unknown:
-    raise app.UsageError(f'unknown cases: {sorted(unknown)}')
+    raise app.UsageError(f'--cases: unknown {sorted(unknown)}; known: {list(CASES)}')
+  cli.check_output_paths(json=FLAGS.json)
   print(f'NumPy {np.__version__}, {os.cpu_count()} CPUs; ours = median of {FLAGS.repeats} runs, '
         'JSON loading included; references once, on parsed rows (no JSON).')
   header = (f'{"case":<12s}{"videos":>6s}{"cls":>5s}{"GT":>7s}{"preds":>8s}{"K":>3s}'

@@ -38,12 +38,16 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string('data_dir', '~/.cache/aumn_jax',
                     'Cache root; the dataset lives in DATA_DIR/synthetic_thumos.')
 flags.DEFINE_string('json', None, 'Write the measurements here as JSON.')
-flags.DEFINE_integer('steps', 20, 'Timed batches per row (after 2 warm-up batches).')
+flags.DEFINE_integer('steps', 20, 'Timed batches per row (after 2 warm-up batches).',
+                     lower_bound=1)
 flags.DEFINE_list('sampling', list(input_pipeline.SAMPLING_MODES), 'Sampling modes to time.')
-flags.DEFINE_integer('batch_size', 16, 'Global training batch (THUMOS: 16).')
-flags.DEFINE_integer('max_snippets', 750, 'Training clip length (THUMOS: 750).')
-flags.DEFINE_integer('prefetch', 2, 'Prefetch queue size of the prefetch/overlap rows.')
-flags.DEFINE_float('consumer_ms', 500.0, 'Busy time per step of the overlap row; 0 skips it.')
+flags.DEFINE_integer('batch_size', 16, 'Global training batch (THUMOS: 16).', lower_bound=1)
+flags.DEFINE_integer('max_snippets', 750, 'Training clip length (THUMOS: 750).',
+                     lower_bound=1)
+flags.DEFINE_integer('prefetch', 2, 'Prefetch queue size of the prefetch/overlap rows.',
+                     lower_bound=1)
+flags.DEFINE_float('consumer_ms', 500.0, 'Busy time per step of the overlap row; 0 skips it.',
+                   lower_bound=0)
 
 WARMUP = 2
 EVAL_BUCKETS, EVAL_BATCH = (256, 512, 1024, 2048, 4096), 8  # configs/thumos.py
@@ -142,6 +146,7 @@ def eval_row(split):
 @cli.user_errors
 def main(argv):
   del argv
+  cli.check_output_paths(json=FLAGS.json)
   data_dir = prepare(FLAGS.data_dir)
   train = data.load_split(data_dir, 'synthetic', 'train')
   test = data.load_split(data_dir, 'synthetic', 'test')

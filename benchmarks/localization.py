@@ -35,8 +35,9 @@ from aumn_jax import localization  # pylint: disable=g-import-not-at-top,wrong-i
 from configs import thumos  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _JSON = flags.DEFINE_string('json', None, 'Write the results as JSON to this path.')
-_REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed runs per row (the best is reported).')
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the synthetic CAS.')
+_REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed runs per row (the best is reported).',
+                                lower_bound=1)
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the synthetic CAS.', lower_bound=0)
 _DURATIONS = flags.DEFINE_string(
     'durations', os.path.join(os.path.dirname(_REPO), 'shared', 'data', 'thumos14_um',
                               'durations.json'),
@@ -96,6 +97,7 @@ def candidate_runs(videos, cfg):
 @cli.user_errors
 def main(argv):
   del argv
+  cli.check_output_paths(json=_JSON.value)
   rng = np.random.default_rng(_SEED.value)
   lengths, seconds, source = video_lengths(_DURATIONS.value, rng)
   names = [f'class{i}' for i in range(NUM_CLASSES)]

@@ -32,13 +32,14 @@ from absl import app
 from absl import flags
 
 from aumn_jax import cli
+from aumn_jax import errors
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('config', 'configs/synthetic.py', 'The config file of every run.')
 flags.DEFINE_integer('seeds', 5, 'N: seeds per program.')
-flags.DEFINE_integer('seed', 0, 'The first seed S.')
+flags.DEFINE_integer('seed', 0, 'The first seed S.', lower_bound=0)
 flags.DEFINE_string('workdir', '/tmp/aumn_many_seeds', 'One workdir per run under here.')
 flags.DEFINE_string('json', None, 'Write the results here as JSON.')
 flags.DEFINE_string('markdown', None, 'Write the table here.')
@@ -51,11 +52,12 @@ def train(workdir: str, overrides: Sequence[str]) -> dict[str, Any]:
          *(f'--config.{o}' for o in overrides)]
   print('$ ' + shlex.join(cmd), flush=True)
   start = time.perf_counter()
-  proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+  proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                         text=True)
   wall = time.perf_counter() - start
-  if proc.returncode:
-    raise SystemExit(f'{shlex.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}')
+  if proc.returncode:  # train.py's own one-line error says why (its last line on stderr)
+    why = (proc.stderr.strip().splitlines() or [f'exit status {proc.returncode}'])[-1]
+    raise errors.UserError(f'train.py --workdir={workdir} failed: {why}')
   with open(os.path.join(workdir, 'results.json'), encoding='utf-8') as f:
     results = json.load(f)
   return {'command': shlex.join(cmd), 'wall_s': wall, 'train_s': training_seconds(workdir),
@@ -121,6 +123,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if FLAGS.seeds < 2:
     raise app.UsageError(f'--seeds={FLAGS.seeds}: at least 2')
+  cli.check_output_paths(json=FLAGS.json, markdown=FLAGS.markdown)
   n, first = FLAGS.seeds, FLAGS.seed
   together = train(os.path.join(FLAGS.workdir, f'seeds_{first}-{first + n - 1}'),
                    [*FLAGS.set, f'num_seeds={n}', f'seed={first}'])

@@ -477,15 +477,6 @@ def seed_list(values: Sequence[str], name: str = 'seeds') -> list[int]:
   return seeds
 
 
-def check_output_paths(**paths: str | None) -> None:
-  """--json / --markdown: each path's directory exists, checked before the runs (hours) start."""
-  for name, path in paths.items():
-    if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-      raise app.UsageError(f'--{name}={path}: its directory does not exist')
-    if path and os.path.isdir(path):
-      raise app.UsageError(f'--{name}={path}: is a directory, expected a file path')
-
-
 @cli.user_errors
 def main(argv):
   if len(argv) > 1:
@@ -502,7 +493,7 @@ def main(argv):
     raise app.UsageError(f'--steps={FLAGS.steps}: at least {PLATEAU_FROM} (the plateau window)')
   overrides = parse_overrides(FLAGS.set)
   run_seeds_ = seed_list(FLAGS.seeds)
-  check_output_paths(json=FLAGS.json, markdown=FLAGS.markdown)
+  cli.check_output_paths(json=FLAGS.json, markdown=FLAGS.markdown)
   included = read_included(FLAGS.include_json, FLAGS.steps, FLAGS.data_seed)
   rows = []
   for regime in FLAGS.regimes:

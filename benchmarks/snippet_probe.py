@@ -230,7 +230,7 @@ def main(argv):
   if bad:
     raise app.UsageError(f'--regimes: unknown {bad}; known: {list(robustness.REGIMES)}')
   seeds = robustness.seed_list(FLAGS.seeds)
-  robustness.check_output_paths(json=FLAGS.json, markdown=FLAGS.markdown)
+  cli.check_output_paths(json=FLAGS.json, markdown=FLAGS.markdown)
   rows = []
   if FLAGS.data_dir:   # a dataset built by data_prep.build, e.g. a real dump
     rows += run_regime(FLAGS.dataset, FLAGS.data_dir, seeds, FLAGS.steps, FLAGS.dim,

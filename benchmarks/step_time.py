@@ -101,10 +101,14 @@ flags.DEFINE_list('impls', ['jax', 'torch_eager', 'torch_compile'],
                   'torch_eager_gemm (the embedding conv as one GEMM, as aumn_jax on GPU).')
 flags.DEFINE_integer('thumos_batch', None, 'Batch of the thumos config (default: 16 on gpu, '
                      '2 on cpu), the same for every implementation.')
-flags.DEFINE_integer('rounds', 5, 'Alternating rounds over the implementations.')
-flags.DEFINE_integer('steps', 2, 'Timed train steps (and forward passes) per impl per round.')
-flags.DEFINE_integer('warmup', 2, 'Untimed train steps and forward passes per impl first.')
-flags.DEFINE_integer('threads', None, 'torch.set_num_threads (default: os.cpu_count()).')
+flags.DEFINE_integer('rounds', 5, 'Alternating rounds over the implementations.',
+                     lower_bound=1)
+flags.DEFINE_integer('steps', 2, 'Timed train steps (and forward passes) per impl per round.',
+                     lower_bound=1)
+flags.DEFINE_integer('warmup', 2, 'Untimed train steps and forward passes per impl first.',
+                     lower_bound=0)
+flags.DEFINE_integer('threads', None, 'torch.set_num_threads (default: os.cpu_count()).',
+                     lower_bound=1)
 flags.DEFINE_enum('precision', 'tf32', ['tf32', 'float32'],
                   'GPU float32 matmul mode for both libraries (ignored on CPU).')
 flags.DEFINE_enum('memory', 'auto', ['auto', 'off'], 'Measure peak memory (see docstring).')
@@ -116,7 +120,7 @@ flags.DEFINE_string('markdown_section', None,
 flags.DEFINE_string('markdown_title', None, 'Heading of that section (default: CPU / GPU / '
                     'the section name).')
 flags.DEFINE_string('probe', None, 'Internal: IMPL:CONFIG, measure peak RSS and print JSON.')
-flags.DEFINE_integer('seed', 0, 'Batch seed.')
+flags.DEFINE_integer('seed', 0, 'Batch seed.', lower_bound=0)
 flags.DEFINE_bool('breakdown', False, 'Instead of the table: where the step time goes (the '
                   'conv alone, the GEMM floor, XLA kernels vs PyTorch op calls, op profile).')
 
@@ -800,6 +804,7 @@ def main(argv):
   unknown = {i for i in FLAGS.impls if i not in IMPLS and not is_jax(i)}
   if unknown:
     raise app.UsageError(f'--impls: unknown {sorted(unknown)} (choose from {IMPLS} or jax_seedsN)')
+  cli.check_output_paths(json=FLAGS.json, markdown=FLAGS.markdown)
   setup_frameworks()
   if FLAGS.probe:
     run_probe(FLAGS.probe)

@@ -109,3 +109,24 @@ def test_the_studies_refuse_bad_seeds_and_outputs_before_any_run(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], (script, lines)
   assert not (tmp_path / 'w').exists()
+
+
+def test_the_benchmarks_refuse_bad_flags_in_one_line_before_measuring(tmp_path):
+  missing = tmp_path / 'no_dir' / 'out.json'
+  cases = [
+      ('localization', ['--repeats', '0'], 'flag --repeats=0: 0 is not a positive integer', 2),
+      ('evaluator', ['--json', str(missing)], f'--json={missing}: its directory does not', 2),
+      ('input_pipeline', ['--steps', '0'], 'flag --steps=0: 0 is not a positive integer', 2),
+      ('step_time', ['--markdown', str(missing)], f'--markdown={missing}: its directory', 2),
+      ('many_seeds', ['--seeds', '2', '--set', 'nosuch=1', '--workdir', str(tmp_path / 'w')],
+       f"train.py --workdir={tmp_path / 'w'}/seeds_0-1 failed: error: --config.nosuch=1: "
+       "config has no field 'nosuch'", 1),
+  ]
+  for name, args, message, status in cases:
+    proc = subprocess.run([sys.executable, '-m', f'benchmarks.{name}', *args],
+                          cwd=conftest.REPO, capture_output=True, text=True, timeout=120,
+                          env=conftest.worker_env(1))
+    assert proc.returncode == status, (name, proc.stderr[-2000:])
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], (name, lines)
+  assert not os.listdir(tmp_path)

@@ -9,6 +9,7 @@ into `error: interrupted`, status 130. Anything else is a bug: one line first (`
 unexpected ...`, exit 1), its traceback appended to W/errors.log (or a temp file).
 Imports no JAX (evaluate.py's file mode is NumPy only).
 """
+import difflib
 import errno
 import functools
 import os
@@ -16,7 +17,7 @@ import runpy
 import sys
 import tempfile
 import traceback
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from absl import app
 from absl import flags
@@ -39,15 +40,19 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
     remaining = flags.FLAGS(argv)
   except Exception as e:  # pylint: disable=broad-except  (each case below is one line)
     # A config file that does not load is the first thing to fix, whatever failed after it.
-    for name, path in _config_file_args(argv):
-      _check_config_file(name, path, functools.partial(_load_config_file, path))
-    if isinstance(e, (AttributeError, KeyError)):  # ml_collections: a --config.KEY it lacks
-      fail(_unknown_config_field(e, argv), status=2)
-    fail(f'bad command line: {_one_line(e)}', status=2)
+    paths = dict(_config_file_args(argv))  # (absl: the last --config=PATH wins)
+    configs = {name: _check_config_file(name, path) for name, path in paths.items()}
+    fail(_unknown_config_field(argv, configs) or f'bad command line: {_one_line(e)}', status=2)
   for name in flags.FLAGS:  # ml_collections defers a config file's IOError to first use
     flag = flags.FLAGS[name]
     if flag.present and _is_config_flag(flag):
-      _check_config_file(name, config_flags.get_config_filename(flag), lambda f=flag: f.value)
+      path = config_flags.get_config_filename(flag)
+      try:
+        if not hasattr(flag.value, 'keys'):
+          raise TypeError
+      except Exception as e:  # pylint: disable=broad-except  (reloaded below for the cause)
+        _check_config_file(name, path)
+        fail(f'--{name}={path}: this config file fails to load: {_one_line(e)}', status=2)
   return remaining
 
 
@@ -60,15 +65,6 @@ def _is_config_flag(flag: flags.Flag) -> bool:
   except flags.Error:  # a config flag not parsed yet (UnparsedFlagError)
     pass
   return True
-
-
-def _load_config_file(path: str) -> object:
-  """What ml_collections' --config=PATH[:ARG] loads: get_config([ARG]) of the file at PATH."""
-  file, colon, arg = path.partition(':')
-  get_config = runpy.run_path(file).get('get_config')
-  if get_config is None:
-    raise AttributeError('the file defines no get_config()')
-  return get_config(*([arg] if colon else []))
 
 
 def _config_file_args(argv: Sequence[str]) -> list[tuple[str, str]]:
@@ -85,20 +81,26 @@ def _config_file_args(argv: Sequence[str]) -> list[tuple[str, str]]:
   return found
 
 
-def _check_config_file(name: str, path: str, load: Callable[[], object]) -> None:
-  """Exits with one line (status 2) when `load()` (the config of --name=path) fails."""
-  try:
-    value = load()
-    if not hasattr(value, 'keys'):  # (ml_collections' deferred IOError raises here)
-      raise TypeError(f'get_config() returned {type(value).__name__}, not a ConfigDict')
-  except OSError as e:
+def _check_config_file(name: str, path: str) -> Any:
+  """The config --name=PATH[:ARG] loads (get_config([ARG]) of the file at PATH, as
+  ml_collections does); exits with one line (status 2) naming the argument when it fails."""
+  file, colon, arg = path.partition(':')
+  if not os.path.isfile(file):
     known = sorted(f for f in os.listdir(_CONFIGS) if f.endswith('.py') and f[0] != '_')
-    why = 'no such file' if not os.path.isfile(path.partition(':')[0]) else e.strerror
-    fail(f'--{name}={path}: cannot load this config file ({why or "unreadable"}); the configs '
-         f'are {", ".join("configs/" + f for f in known)}', status=2)
+    why = 'a directory, not a file' if os.path.isdir(file) else 'no such file'
+    fail(f'--{name}={path}: cannot load this config file ({why}); the configs are '
+         f'{", ".join("configs/" + f for f in known)}', status=2)
+  try:
+    get_config = runpy.run_path(file).get('get_config')
+    if get_config is None:
+      raise AttributeError('the file defines no get_config()')
+    value = get_config(*([arg] if colon else []))
+    if not hasattr(value, 'keys'):
+      raise TypeError(f'get_config() returned {type(value).__name__}, not a ConfigDict')
   except Exception as e:  # pylint: disable=broad-except  (a syntax error, get_config raising)
     fail(f'--{name}={path}: this config file fails to load: {type(e).__name__}: '
          f'{_one_line(e)}', status=2)
+  return value
 
 
 def _one_line(e: BaseException) -> str:
@@ -112,18 +114,24 @@ def _one_line(e: BaseException) -> str:
   return ' '.join(message.replace('\\n', ' ').replace("\\'", "'").split())
 
 
-def _unknown_config_field(e: BaseException, argv: Sequence[str]) -> str:
-  """`--config.model.nosuch=3: config.model has no field 'nosuch' (Did you mean ...)`."""
-  message = _one_line(e)
-  key = message.split()[0].strip('\'"') if message else ''
+def _unknown_config_field(argv: Sequence[str], configs: dict[str, Any]) -> str | None:
+  """`--config.model.nosuch=3: config.model has no field 'nosuch'` for the first --NAME.KEY
+  argument whose dotted path the loaded config `configs[NAME]` lacks; None if there is none."""
   for arg in argv[1:]:
-    path = arg.lstrip('-').partition('=')[0].split('.')
-    if arg.startswith('--') and key in path[1:]:
-      at = path.index(key, 1)
-      hint = message.split(None, 1)[1] if ' ' in message else ''
-      return (f'{arg}: {".".join(path[:at])} has no field {key!r}'
-              + (f' ({hint})' if hint else ''))
-  return f'bad command line: {message}'
+    name, _, field = arg.lstrip('-').partition('=')[0].partition('.')
+    if not (arg.startswith('-') and field and name in configs):
+      continue
+    node, parts = configs[name], field.split('.')
+    for i, part in enumerate(parts):
+      where = '.'.join([name, *parts[:i]])
+      if not hasattr(node, 'keys'):
+        return f'{arg}: {where} is a {type(node).__name__}, it has no fields'
+      if part not in node:
+        close = difflib.get_close_matches(part, [str(k) for k in node.keys()], n=1)
+        return (f'{arg}: {where} has no field {part!r}'
+                + (f' (did you mean {close[0]!r}?)' if close else ''))
+      node = node[part]
+  return None
 
 
 # OSErrors that say what the machine lacks, not what the code did wrong.

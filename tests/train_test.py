@@ -385,15 +385,24 @@ def test_ctrl_c_saves_says_one_line_and_exits_130(tiny_data_dir, tmp_path):
   assert checkpointing.create_manager(str(workdir), read_only=True).latest_step() == step > 0
 
 
-def test_bad_config_key_is_one_clear_line(tmp_path):
+@pytest.mark.parametrize('args,message', [
+    (['--config.model.num_unit=3'],
+     "--config.model.num_unit=3: config.model has no field 'num_unit' (did you mean "
+     "'num_units'?)"),
+    (['--config.data.data=1'],
+     "--config.data.data=1: config.data has no field 'data' (did you mean 'dataset'?)"),
+    (['--config.model.dim=3', '--config.loss.dim=4'],  # the second one is wrong
+     "--config.loss.dim=4: config.loss has no field 'dim'"),
+    (['--config.model.dim.x=1'], '--config.model.dim.x=1: config.model.dim is a int, it has no '
+     'fields'),
+])
+def test_bad_config_key_is_one_line_naming_the_argument(tmp_path, args, message):
   proc = subprocess.run(
       [sys.executable, 'train.py', '--config=configs/synthetic.py', f'--workdir={tmp_path}',
-       '--config.model.num_unit=3'], cwd=REPO, capture_output=True, text=True, timeout=120,
+       *args], cwd=REPO, capture_output=True, text=True, timeout=120,
       env=conftest.worker_env(1))
   assert proc.returncode == 2
-  assert proc.stderr.strip().splitlines() == [
-      "error: --config.model.num_unit=3: config.model has no field 'num_unit' (Did you mean "
-      '"num_units" instead of "num_unit"?)']
+  assert proc.stderr.strip().splitlines() == [f'error: {message}']
   assert not os.listdir(tmp_path)
 
 
@@ -402,21 +411,25 @@ def test_bad_config_key_is_one_clear_line(tmp_path):
     ('import no_such_module\n', "ModuleNotFoundError: No module named 'no_such_module'"),
     ('def get_config():\n  return 3\n', 'TypeError: get_config() returned int, not a ConfigDict'),
     ('def get_config():\n  return {}[0]\n', 'KeyError: 0'),
+    ('def get_config():\n  return open("no_such.json")\n',
+     "FileNotFoundError: [Errno 2] No such file or directory: 'no_such.json'"),
+    ('def get_config(arg):\n  return {}[arg]\n', 'KeyError: an_arg'),
 ])
 def test_a_config_file_that_fails_to_load_is_one_line_naming_it(tmp_path, text, problem):
   """A user's own config file: a syntax error, a failed import, get_config() raising or
-  returning something else; one line naming the file (with or without a --config.KEY)."""
+  returning something else; one line naming the file, whether a --config.KEY follows or not,
+  with --config=PATH[:ARG] or --config PATH[:ARG]."""
   config = tmp_path / 'my_config.py'
   config.write_text(text)
-  for overrides in ([], ['--config.batch_size=4']):
+  path = f'{config}:an_arg' if 'arg' in text else str(config)
+  for args in ([f'--config={path}'], ['--config', path, '--config.batch_size=4']):
     proc = subprocess.run(
-        [sys.executable, 'train.py', f'--config={config}', f'--workdir={tmp_path}/w',
-         *overrides], cwd=REPO, capture_output=True, text=True, timeout=120,
-        env=conftest.worker_env(1))
+        [sys.executable, 'train.py', *args, f'--workdir={tmp_path}/w'], cwd=REPO,
+        capture_output=True, text=True, timeout=120, env=conftest.worker_env(1))
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(
-        f'error: --config={config}: this config file fails to load'), lines
+        f'error: --config={path}: this config file fails to load'), lines
     assert problem in lines[0]
   assert not os.path.exists(tmp_path / 'w')
 
@@ -598,7 +611,7 @@ def test_evaluate_a_damaged_or_empty_checkpoints_dir_is_one_line_and_changes_not
   with pytest.raises(errors.TrainingError, match=re.escape(
       f'{workdir}/checkpoints/4: does not restore (')) as e:
     eval_loop.evaluate_checkpoint(config, str(workdir))
-  assert 'evaluate another step ([2])' in str(e.value) and '\n' not in str(e.value)
+  assert 'evaluate another step (--step=2)' in str(e.value) and '\n' not in str(e.value)
   assert sorted(str(p) for p in workdir.rglob('*')) == before  # read-only: nothing moved
   assert eval_loop.evaluate_checkpoint(config, str(workdir), step=2)['step'] == 2
   empty = tmp_path / 'empty'

@@ -152,6 +152,12 @@ def _saved_without_seed_axis(manager: ocp.CheckpointManager, step: int, target: 
           == sorted(tuple(x.shape[1:]) for x in leaves))
 
 
+def restore_failure(e: BaseException) -> str:
+  """Why a checkpoint did not restore, in one short line (orbax/tensorstore raise many types,
+  some with multi-line messages)."""
+  return f'{type(e).__name__}: {" ".join(str(e).split())[:120]}'
+
+
 def restore_latest(manager: ocp.CheckpointManager, target: Any,
                    log: Callable[[str], None] = print) -> tuple[int, Any]:
   """(step, state) of the newest checkpoint that restores; (0, target) when there is none.
@@ -167,8 +173,7 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any,
     try:
       return step, restore(manager, step, target)
     except Exception as e:  # pylint: disable=broad-except  (orbax/tensorstore raise many types)
-      _set_aside(str(manager.directory), str(step),
-                 f'{type(e).__name__}: {" ".join(str(e).split())[:120]}', log)
+      _set_aside(str(manager.directory), str(step), restore_failure(e), log)
       manager.reload()
   if steps:
     raise errors.TrainingError(

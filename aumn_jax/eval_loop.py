@@ -224,15 +224,15 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *,
                         f'available: {list(manager.all_steps())}')
   data_dir = config.data.data_dir
   eval_split = data.load_split(data_dir, config.data.dataset, config.data.eval_split)
+  target = train_step_lib.init_state(config, eval_split.num_classes, mesh)
   try:
-    state = checkpointing.restore(
-        manager, step, train_step_lib.init_state(config, eval_split.num_classes, mesh))
+    state = checkpointing.restore(manager, step, target)
   except Exception as e:  # pylint: disable=broad-except  (orbax/tensorstore raise many types)
-    others = [s for s in manager.all_steps() if s != step]
+    others = ', '.join(f'--step={s}' for s in manager.all_steps() if s != step)
     raise errors.TrainingError(
-        f'{workdir}/checkpoints/{step}: does not restore ({type(e).__name__}: '
-        f'{" ".join(str(e).split())[:120]}); evaluate another step ({others}) or rerun '
-        'train.py, which sets it aside and resumes from an earlier one') from e
+        f'{workdir}/checkpoints/{step}: does not restore ({checkpointing.restore_failure(e)}); '
+        + (f'evaluate another step ({others}) or rerun' if others else 'rerun')
+        + ' train.py, which sets it aside and resumes from an earlier one') from e
   _, eval_fn = train_step_lib.jit_steps(config, mesh)
   localized = [localize_and_evaluate(o, eval_split, config)
                for o in predict(eval_fn, state, eval_split, config, mesh)]

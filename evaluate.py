@@ -92,8 +92,6 @@ def evaluate_run() -> None:
   parallel.maybe_initialize_distributed()
   parallel.enable_compilation_cache(_CACHE.value)
   from aumn_jax import eval_loop  # pylint: disable=g-import-not-at-top
-  if FLAGS.best and FLAGS.step is not None:
-    raise app.UsageError('--best and --step are exclusive')
   # Reads the run's dataset; never generates one (train.py does that on first use).
   eval_loop.evaluate_checkpoint(_CONFIG.value, FLAGS.workdir, step=FLAGS.step, best=FLAGS.best)
 
@@ -107,10 +105,13 @@ def main(argv):
       raise app.UsageError('checkpoint mode needs both --config and --workdir')
     if FLAGS.ground_truth or FLAGS.proposals:
       raise app.UsageError('use either --config/--workdir or --ground_truth/--proposals, not both')
+    if FLAGS.best and FLAGS.step is not None:
+      raise app.UsageError('--best and --step are exclusive')
     evaluate_run()
     return
   if not (FLAGS.ground_truth and FLAGS.proposals):
-    raise app.UsageError('--ground_truth and --proposals are both required (or --config and --workdir)')
+    raise app.UsageError(
+        '--ground_truth and --proposals are both required (or --config and --workdir)')
   evaluate_files()
 
 

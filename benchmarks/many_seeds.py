@@ -38,7 +38,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('config', 'configs/synthetic.py', 'The config file of every run.')
-flags.DEFINE_integer('seeds', 5, 'N: seeds per program.')
+flags.DEFINE_integer('seeds', 5, 'N: seeds per program.', lower_bound=2)
 flags.DEFINE_integer('seed', 0, 'The first seed S.', lower_bound=0)
 flags.DEFINE_string('workdir', '/tmp/aumn_many_seeds', 'One workdir per run under here.')
 flags.DEFINE_string('json', None, 'Write the results here as JSON.')
@@ -55,8 +55,12 @@ def train(workdir: str, overrides: Sequence[str]) -> dict[str, Any]:
   proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                         text=True)
   wall = time.perf_counter() - start
-  if proc.returncode:  # train.py's own one-line error says why (its last line on stderr)
-    why = (proc.stderr.strip().splitlines() or [f'exit status {proc.returncode}'])[-1]
+  if proc.returncode:  # train.py's own one-line `error: ...` says why
+    said = [l[len('error: '):] for l in proc.stderr.splitlines() if l.startswith('error: ')]
+    why = said[-1] if said else (f'killed by signal {-proc.returncode}' if proc.returncode < 0
+                                 else f'exit status {proc.returncode}')
+    if proc.returncode == 2:  # its command line, i.e. --config / --set here
+      raise app.UsageError(f'train.py --workdir={workdir}: {why}')
     raise errors.UserError(f'train.py --workdir={workdir} failed: {why}')
   with open(os.path.join(workdir, 'results.json'), encoding='utf-8') as f:
     results = json.load(f)
@@ -121,8 +125,6 @@ def markdown(report: dict[str, Any]) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if FLAGS.seeds < 2:
-    raise app.UsageError(f'--seeds={FLAGS.seeds}: at least 2')
   cli.check_output_paths(json=FLAGS.json, markdown=FLAGS.markdown)
   n, first = FLAGS.seeds, FLAGS.seed
   together = train(os.path.join(FLAGS.workdir, f'seeds_{first}-{first + n - 1}'),

@@ -448,12 +448,12 @@ def read_included(paths: Sequence[str], steps: int, data_seed: int) -> list[dict
       setting = (earlier['steps'], earlier['data_seed'])
       runs += list(earlier['runs'])
     except OSError as e:
-      raise app.UsageError(f'--include_json {path}: {e.strerror}') from None
+      raise app.UsageError(f'--include_json={path}: {e.strerror}') from None
     except (ValueError, KeyError, TypeError) as e:
-      raise app.UsageError(f'--include_json {path}: not a --json output of this study '
+      raise app.UsageError(f'--include_json={path}: not a --json output of this study '
                            f'({type(e).__name__}: {e})') from None
     if setting != (steps, data_seed):
-      raise app.UsageError(f'--include_json {path}: steps/data seed {setting} differ from this '
+      raise app.UsageError(f'--include_json={path}: steps/data seed {setting} differ from this '
                            f'run ({steps}, {data_seed})')
   return runs
 

@@ -362,14 +362,14 @@ def transform_plan(plan: Plan, preset: Preset, seed: int) -> Plan:
     videos = [_clip_video(v, preset.clip_snippets) for v in videos]
     empty = [v.video_id for v in videos if not len(v.labels)]
     if empty:
-      raise DataError('--seed', f'{seed}: clipping {empty[0]} to {preset.clip_snippets} '
+      raise DataError(f'--seed={seed}', f'clipping {empty[0]} to {preset.clip_snippets} '
                       'snippets left none of its instances; use another seed')
   if preset.subsample is not None:
     for split in layouts.SPLITS:
       lost = sorted(set(plan.class_names) - {l for v in videos if v.split == split
                                               for l in v.labels})
       if lost:
-        raise DataError('--seed', f'{seed}: after clipping, no {split} video holds class '
+        raise DataError(f'--seed={seed}', f'after clipping, no {split} video holds class '
                         f'{lost[0]!r}; use another seed')
   return dataclasses.replace(plan, videos=videos, um_copy={}, wtalc_copy=None,
                              write_durations=plan.style == 'thumos')
@@ -660,7 +660,7 @@ def generate(out_dir: str, layout: str, preset: str, seed: int = 0,
   if preset not in PRESETS:
     raise DataError(preset, f'unknown preset; expected one of {", ".join(PRESETS)}')
   if not isinstance(seed, int) or seed < 0:  # (numpy's SeedSequence takes no negative entropy)
-    raise DataError('--seed', f'{seed}: must be an integer >= 0')
+    raise DataError(f'--seed={seed}', 'must be an integer >= 0')
   params = PRESETS[preset].features
   try:
     params = dataclasses.replace(params, **feature_overrides)
@@ -668,7 +668,7 @@ def generate(out_dir: str, layout: str, preset: str, seed: int = 0,
     raise DataError('feature_overrides', str(e)) from None
   for name, value in feature_overrides.items():
     if isinstance(value, float) and not (math.isfinite(value) and value >= 0):
-      raise DataError(f'--{name}', f'{value}: must be a finite number >= 0')
+      raise DataError(f'--{name}={value}', 'must be a finite number >= 0')
   if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
     raise DataError(out_dir, 'already exists and is not an empty directory')
 

@@ -63,7 +63,7 @@ def test_earlier_runs_join_the_table_unless_redone(tmp_path):
   (tmp_path / 'cut.json').write_text('{"steps": 300, "data_se')
   for path, problem in [(tmp_path / 'nope.json', 'No such file'),
                         (tmp_path / 'cut.json', 'not a --json output of this study')]:
-    with pytest.raises(app.UsageError, match=f'--include_json {path}: {problem}'):
+    with pytest.raises(app.UsageError, match=f'--include_json={path}: {problem}'):
       robustness.read_included([str(path)], 300, 0)
   table = ablation.markdown(ablation.summarize(got), 300, 0, 'cmd', [])
   assert table.index('BaS-Net baseline') < table.index('AUMN, all mechanisms')

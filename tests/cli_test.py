@@ -98,7 +98,7 @@ def test_the_studies_refuse_bad_seeds_and_outputs_before_any_run(tmp_path):
        f'--json={tmp_path}/no_dir/x.json: its directory does not exist'),
       ('ablation.py', ['--markdown', str(tmp_path)], f'--markdown={tmp_path}: is a directory'),
       ('ablation.py', ['--include_json', str(tmp_path / 'cut.json')],
-       f'--include_json {tmp_path}/cut.json: not a --json output of this study'),
+       f'--include_json={tmp_path}/cut.json: not a --json output of this study'),
   ]
   for script, args, message in cases:
     proc = subprocess.run(
@@ -119,8 +119,9 @@ def test_the_benchmarks_refuse_bad_flags_in_one_line_before_measuring(tmp_path):
       ('input_pipeline', ['--steps', '0'], 'flag --steps=0: 0 is not a positive integer', 2),
       ('step_time', ['--markdown', str(missing)], f'--markdown={missing}: its directory', 2),
       ('many_seeds', ['--seeds', '2', '--set', 'nosuch=1', '--workdir', str(tmp_path / 'w')],
-       f"train.py --workdir={tmp_path / 'w'}/seeds_0-1 failed: error: --config.nosuch=1: "
-       "config has no field 'nosuch'", 1),
+       f"error: bad command line: train.py --workdir={tmp_path / 'w'}/seeds_0-1: "
+       "--config.nosuch=1: config has no field 'nosuch'", 2),
+      ('many_seeds', ['--seeds', '1'], 'flag --seeds=1: 1 is not integer >= 2', 2),
   ]
   for name, args, message, status in cases:
     proc = subprocess.run([sys.executable, '-m', f'benchmarks.{name}', *args],

@@ -258,7 +258,7 @@ def test_fewvideo_regime_on_the_real_thumos_annotations():
   other = synthetic.transform_plan(source, preset, seed=1)
   assert [v.video_id for v in other.videos] != [v.video_id for v in plan.videos]
   # A seed whose clips lose a class's last test instance is refused, not silently written.
-  with pytest.raises(data.DataError, match='--seed: 29: after clipping, no test video holds'):
+  with pytest.raises(data.DataError, match='--seed=29: after clipping, no test video holds'):
     synthetic.transform_plan(source, preset, seed=29)
   # The annotation files are written anew: they describe the clipped videos.
   assert plan.um_copy == {} and plan.wtalc_copy is None
@@ -419,7 +419,7 @@ def test_refuses_a_noise_that_is_not_a_finite_non_negative_number(tmp_path, caps
 
 def test_refuses_a_negative_seed(tmp_path, capsys):
   code, err = _main(['--out', str(tmp_path / 'out'), '--layout', 'um', '--seed', '-1'], capsys)
-  assert code == 1 and err.strip() == 'error: --seed: -1: must be an integer >= 0'
+  assert code == 1 and err.strip() == 'error: --seed=-1: must be an integer >= 0'
   assert not os.listdir(tmp_path)
 
 

@@ -68,8 +68,13 @@ def _is_config_flag(flag: flags.Flag) -> bool:
 
 
 def _config_file_args(argv: Sequence[str]) -> list[tuple[str, str]]:
-  """[(flag name, path)] of the config-file flags in argv (`--config=PATH` or `--config PATH`)."""
+  """[(flag name, path)] of the config-file flags in argv (`--config=PATH` or `--config PATH`,
+  also inside a --flagfile)."""
   found = []
+  try:
+    argv = [argv[0], *flags.FLAGS.read_flags_from_files(argv[1:], force_gnu=False)]
+  except flags.Error:  # an unreadable --flagfile: absl's own message says so
+    pass
   for i, arg in enumerate(argv[1:], start=1):
     name, eq, value = arg.lstrip('-').partition('=')
     if (arg.startswith('-') and name in flags.FLAGS

@@ -406,6 +406,18 @@ def test_bad_config_key_is_one_line_naming_the_argument(tmp_path, args, message)
   assert not os.listdir(tmp_path)
 
 
+def test_a_bad_config_file_inside_a_flagfile_is_named(tmp_path):
+  (tmp_path / 'bad.py').write_text('def get_config(:\n')
+  (tmp_path / 'flags.txt').write_text(f'--config={tmp_path}/bad.py\n')
+  proc = subprocess.run(
+      [sys.executable, 'train.py', f'--flagfile={tmp_path}/flags.txt', f'--workdir={tmp_path}/w'],
+      cwd=REPO, capture_output=True, text=True, timeout=120, env=conftest.worker_env(1))
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [
+      f'error: --config={tmp_path}/bad.py: this config file fails to load: SyntaxError: invalid '
+      'syntax (bad.py, line 1)']
+
+
 @pytest.mark.parametrize('text,problem', [
     ('def get_config(:\n', 'SyntaxError: invalid syntax'),
     ('import no_such_module\n', "ModuleNotFoundError: No module named 'no_such_module'"),

@@ -21,8 +21,9 @@ are chosen on data seed 1, never here). Variants are config changes only:
 A finished run is not retrained (robustness.py caches its rows in its workdir), so an
 interrupted study continues where it stopped. Output: per-run lines; per regime and variant the
 mean ± sample std (ddof=1) over seeds of avg mAP 0.1:0.7, video top-1, the foreground
-attention's snippet AUC and its plateau steps (robustness.plateau_steps), printed, in --json
-and as markdown in --markdown.
+attention's snippet AUC and its plateau steps (robustness.plateau_steps), and each variant's
+avg mAP minus AUMN's paired by run seed (mean ± std of the per-seed differences: the seed's
+own luck, shared by both runs, cancels), printed, in --json and as markdown in --markdown.
 """
 import os
 import sys
@@ -91,16 +92,27 @@ def variant_overrides(variant: str) -> tuple[str, list[tuple[str, Any]]]:
   return changes.pop('model.head', 'aumn'), list(changes.items())
 
 
+PAIRED = 'avg_0.1:0.7'  # the metric of the paired table
+
+
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-  """{regime: {variant: {'seeds', metric: (mean, sample std)}}} in order of appearance."""
+  """{regime: {variant: {'seeds', metric: (mean, sample std), 'paired': ...}}} in order of
+  appearance. 'paired': (mean, sample std, n) over the run seeds both this variant and `aumn`
+  have of (this variant's avg mAP − AUMN's), or None without such a seed. Runs of one seed
+  share the data order (and, between AUMN variants, the initialisation), so the seed-to-seed
+  spread that both share cancels in the difference."""
   out = {}
   for r in rows:
     out.setdefault(r['regime'], {}).setdefault(r['variant'], []).append(r)
   for regime, variants in out.items():
+    reference = {r['seed']: r[PAIRED] for r in variants.get('aumn', [])}
     for variant, mine in variants.items():
       entry = {'seeds': [r['seed'] for r in mine]}
       for key in METRICS:
         entry[key] = robustness.mean_std([r[key] for r in mine])
+      deltas = [r[PAIRED] - reference[r['seed']] for r in mine if r['seed'] in reference]
+      entry['paired'] = ((*robustness.mean_std(deltas), len(deltas))
+                         if deltas and variant != 'aumn' else None)
       variants[variant] = entry
   return out
 
@@ -133,6 +145,22 @@ def markdown(summary: dict[str, dict[str, dict[str, Any]]], steps: int, data_see
                      fmt.format(scale * entry[key][0], scale * entry[key][1]))
       lines.append(f'| {DESCRIPTIONS.get(variant, variant)} | ' + ' | '.join(cells) + ' |')
     lines.append('')
+  title, scale, _ = METRICS[PAIRED]
+  lines += [f'### {title}: the variant minus AUMN, paired by run seed', '',
+            'Mean ± sample std over the seeds both have of the per-seed difference (points); '
+            'a difference larger than its std in every regime is an effect, not seed noise.',
+            '', '| variant | ' + ' | '.join(regimes) + ' |',
+            '| --- | ' + ' | '.join('---' for _ in regimes) + ' |']
+  for variant in variants:
+    if variant == 'aumn':
+      continue
+    cells = []
+    for regime in regimes:
+      paired = (summary[regime].get(variant) or {}).get('paired')
+      cells.append('–' if paired is None else
+                   f'{scale * paired[0]:+.1f} ± {scale * paired[1]:.1f} (n={paired[2]})')
+    lines.append(f'| {DESCRIPTIONS.get(variant, variant)} | ' + ' | '.join(cells) + ' |')
+  lines.append('')
   return '\n'.join(lines + [f'Command: `{command}`', ''])
 
 

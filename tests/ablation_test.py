@@ -42,6 +42,31 @@ def test_summary_and_table_are_mean_and_sample_std():
   assert '| AUMN, all mechanisms | 30.0 ± 14.1 | – |' in table     # a missing cell says so
   assert '| AUMN, all mechanisms | 0.800 ± 0.141 | – |' in table
   assert '| BaS-Net baseline (`model.head=mil`) | 5 ± 7 | 5 ± 7 |' in table  # plateau steps
+  assert summary['thumos']['mil']['paired'] == (0.0, 0.0, 2)  # same numbers as aumn per seed
+  assert summary['fewvideo']['mil']['paired'] is None  # no aumn runs in that regime
+  assert summary['thumos']['aumn']['paired'] is None
+  assert '| BaS-Net baseline (`model.head=mil`) | +0.0 ± 0.0 (n=2) | – |' in table
+
+
+def test_the_paired_difference_cancels_what_a_seed_does_to_both_runs():
+  """Seed luck shared by AUMN and a variant (±10 points) hides a 1-point effect in the
+  unpaired mean ± std; the paired difference shows it. Only seeds both have count."""
+  luck = {0: -0.10, 1: 0.0, 2: 0.10, 3: 0.5}  # (no AUMN run of seed 3 to pair with)
+  rows = [{'regime': 'partial', 'variant': v, 'seed': s, 'avg_0.1:0.7': 0.4 + luck[s] + d,
+           'top1': 1.0, 'fg_auc': 0.9, 'plateau_steps': 0}
+          for v, d, seeds in (('aumn', 0.0, (0, 1, 2)), ('no_div', 0.01, (0, 1, 2)),
+                              ('no_hom', -0.02, (1, 2, 3)))
+          for s in seeds]
+  summary = ablation.summarize(rows)
+  mean, std = summary['partial']['no_div']['avg_0.1:0.7']
+  assert std > 0.09  # the unpaired spread is the seeds' luck
+  d_mean, d_std, n = summary['partial']['no_div']['paired']
+  assert np.isclose(d_mean, 0.01) and d_std < 1e-9 and n == 3
+  d_mean, _, n = summary['partial']['no_hom']['paired']
+  assert np.isclose(d_mean, -0.02) and n == 2
+  table = ablation.markdown(summary, 300, 0, 'cmd', [])
+  assert '| AUMN, `loss.lambda_div=0` | +1.0 ± 0.0 (n=3) |' in table
+  assert '| AUMN, `loss.lambda_hom=0` | -2.0 ± 0.0 (n=2) |' in table
 
 
 def test_earlier_runs_join_the_table_unless_redone(tmp_path):

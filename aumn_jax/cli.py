@@ -109,13 +109,10 @@ def _check_config_file(name: str, path: str) -> Any:
 
 
 def _one_line(e: BaseException) -> str:
-  """An exception's message on one line: the quotes of a repr'd KeyError inside dropped, and of
-  a traceback ml_collections puts in the message, its last line."""
+  """An exception's message on one line, with the quotes of a repr'd KeyError inside dropped."""
   while e.args and isinstance(e.args[0], BaseException):  # AttributeError(KeyError(message))
     e = e.args[0]
   message = str(e.args[0]) if len(e.args) == 1 else str(e)
-  if 'Traceback (most recent call last)' in message:
-    message = message.strip().splitlines()[-1]
   return ' '.join(message.replace('\\n', ' ').replace("\\'", "'").split())
 
 

@@ -109,7 +109,8 @@ MAY_CHANGE = ('num_train_steps', 'log_every_steps', 'eval_every_steps', 'checkpo
 # before them: a run recorded without the key was trained with that value.
 ADDED_LATER = {'model.unit_init': 'lecun', 'model.shared_classifier': False,
                'loss.guide_center': False, 'compute_dtype': 'float32', 'num_seeds': 1,
-               'model.suppress': 'features', 'loss.guide_center_steps': 0}
+               'model.suppress': 'features', 'loss.guide_center_steps': 0,
+               'model.unit_context': False}
 
 
 def _flatten(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:

@@ -277,6 +277,7 @@ class AUMN(nn.Module):
   shared_classifier: bool   # S_t = Z_t W_0 + b_0 + sum_l A_tl (Z_t W_l + b_l)
   suppress: str             # models.SUPPRESS_FORMS
   dtype: Any               # config.compute_dtype (models.COMPUTE_DTYPES)
+  unit_context: bool        # each unit classifier also reads the video's memory summary c_b
 
   @nn.compact
   def __call__(self, x_BxTxF, mask_BxT, train=False):
@@ -325,6 +326,10 @@ class AUMN(nn.Module):
     # units is float32 (the einsum with the float32 A promotes).
     weighted, bias_part = memory.unit_classify(read_BxTxL, h.astype(self.dtype),
                                                kernel.astype(self.dtype), bias)
+    if self.unit_context:  # + sum_l A_tl (c_b V_l): a unit's classes told apart by its video
+      weighted = weighted + memory.unit_context_logits(
+          read_BxTxL, adapted_BxLxD, mass_BxL,
+          self.param('unit_context_kernel', nn.initializers.zeros, (L, D, C1)))
     if self.shared_classifier:  # BaS-Net's classifier beside the units: S = mil + memory
       weighted = weighted + _Dense(C1, use_bias=False, dtype=self.dtype, name='classifier')(h)
       if self.classifier_bias:
@@ -357,5 +362,6 @@ def create_model(config: Any, num_classes: int) -> nn.Module:
                 fg_bias_init=mc.fg_bias_init, fg_norm=mc.fg_norm,
                 fg_input=mc.fg_input, input_norm=mc.input_norm,
                 classifier_bias=mc.classifier_bias, unit_init=mc.unit_init,
-                shared_classifier=mc.shared_classifier, suppress=mc.suppress, dtype=dtype)
+                shared_classifier=mc.shared_classifier, suppress=mc.suppress, dtype=dtype,
+                unit_context=mc.unit_context)
   raise ValueError(f"config.model.head: unknown head {mc.head!r} (expected 'aumn' or 'mil')")

@@ -63,7 +63,7 @@ IMPLEMENTED = {
     'model.fg_norm': ('none', 'center', 'layernorm'),
     'model.classifier_bias': None,
     'model.unit_init': ('lecun', 'zeros'),
-    'model.shared_classifier': None,
+    'model.shared_classifier': None, 'model.unit_context': None,
     'model.suppress': ('features', 'logits'),
     'memory.momentum': None,
     'loss.lambda_div': None, 'loss.lambda_hom': None, 'loss.lambda_sp': None,
@@ -177,6 +177,14 @@ def unit_classify(attn_BxTxL, z_BxTxD, kernel_LxDxC, bias_LxC):
   weighted_BxTxC = torch.einsum('btl,btlc->btc', attn_BxTxL, logits_BxTxLxC)
   bias_BxTxC = attn_BxTxL @ bias_LxC
   return weighted_BxTxC, bias_BxTxC
+
+
+def unit_context_logits(attn_BxTxL, adapted_BxLxD, mass_BxL, kernel_LxDxC):
+  """sum_l A_tl (c_b V_l), c_b = normalize(sum_l n_bl M~_bl): unit classifiers of the video's
+  memory summary (memory.unit_context_logits)."""
+  context_BxD = safe_normalize(torch.einsum('bl,bld->bd', mass_BxL, adapted_BxLxD))
+  per_unit_BxLxC = torch.einsum('bd,ldc->blc', context_BxD, kernel_LxDxC)
+  return torch.einsum('btl,blc->btc', attn_BxTxL, per_unit_BxLxC)
 
 
 def mean_abs_offdiag_cos(rows_xLxD):
@@ -320,7 +328,7 @@ class AUMN(nn.Module):
                center_features: bool = False, fg_bias_init: float = 0.0,
                classifier_bias: bool = True, conv_impl: str = 'conv', unit_init: str = 'lecun',
                shared_classifier: bool = False, suppress_form: str = 'features',
-               **skeleton_options):
+               unit_context: bool = False, **skeleton_options):
     super().__init__()
     check_option('model.unit_init', unit_init)
     self.tau, self.tau_u, self.topk_ratio = tau, tau_u, topk_ratio
@@ -346,6 +354,9 @@ class AUMN(nn.Module):
       _lecun_normal_(self.unit_kernel, dim)
     else:
       nn.init.zeros_(self.unit_kernel)
+    # unit_context: V_l [L, D, C1], zero-initialised (models.AUMN).
+    self.unit_context_kernel = (nn.Parameter(torch.zeros(num_units, dim, c1)) if unit_context
+                                else None)
     # shared_classifier: BaS-Net's classifier beside the units (S = Z W_0 + b_0 + units).
     self.classifier = self.classifier_bias = None
     if shared_classifier:
@@ -383,6 +394,9 @@ class AUMN(nn.Module):
     read_attn = read_attention(self.read_query(h_att), self.read_key(adapted), mask, self.tau)
     bias = self.unit_bias if self.unit_bias is not None else h.new_zeros(num_units, c1)
     weighted, bias_part = unit_classify(read_attn, h, self.unit_kernel, bias)
+    if self.unit_context_kernel is not None:  # + sum_l A_tl (c_b V_l)
+      weighted = weighted + unit_context_logits(read_attn, adapted, mass,
+                                                self.unit_context_kernel)
     if self.classifier is not None:   # BaS-Net's classifier beside the units: S = mil + memory
       weighted = weighted + self.classifier(h)
       if self.classifier_bias is not None:
@@ -415,7 +429,8 @@ def create_model(config: Any, num_classes: int, conv_impl: str = 'conv') -> nn.M
   if mc.head == 'aumn':
     return AUMN(num_units=mc.num_units, tau=mc.tau, tau_u=mc.tau_u,
                 momentum=config.memory.momentum, center_features=mc.center_features,
-                unit_init=mc.unit_init, shared_classifier=mc.shared_classifier, **common)
+                unit_init=mc.unit_init, shared_classifier=mc.shared_classifier,
+                unit_context=mc.unit_context, **common)
   raise ValueError(f"config.model.head: unknown head {mc.head!r} (expected 'aumn' or 'mil')")
 
 
@@ -660,7 +675,8 @@ def compile_eval_step(**compile_kwargs):
 #   skeleton/embedding/conv/bias    [D]              skeleton.conv.bias
 #   skeleton/fg_attention/kernel    [D, 1]           skeleton.fg_attention.weight [1, D]
 #   <dense>/kernel                  [in, out]        <dense>.weight         [out, in]
-#   unit_kernel [L, D, C1], unit_bias, classifier_bias   same names, same layout
+#   unit_kernel [L, D, C1], unit_bias, classifier_bias,
+#   unit_context_kernel [L, D, C1]                   same names, same layout
 #   memory/bank [L, D]                               bank (buffer)
 
 _DENSE_AUMN = ('update_key', 'update_query', 'read_query', 'read_key', 'gate')
@@ -684,9 +700,9 @@ def state_dict_from_flax(variables: Mapping[str, Any]) -> Dict[str, torch.Tensor
       sd[f'{name}.weight'] = a(p[name]['kernel']).T
       if 'bias' in p[name]:
         sd[f'{name}.bias'] = a(p[name]['bias'])
-    sd['unit_kernel'] = a(p['unit_kernel'])
-    if 'unit_bias' in p:
-      sd['unit_bias'] = a(p['unit_bias'])
+    for name in ('unit_kernel', 'unit_bias', 'unit_context_kernel'):
+      if name in p:
+        sd[name] = a(p[name])
     sd['bank'] = a(variables['memory']['bank'])
   return {k: v.contiguous() for k, v in sd.items()}
 
@@ -709,9 +725,9 @@ def flax_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, An
     params[name] = {'kernel': n(f'{name}.weight').T.copy()}
     if f'{name}.bias' in state_dict:
       params[name]['bias'] = n(f'{name}.bias')
-  params['unit_kernel'] = n('unit_kernel')
-  if 'unit_bias' in state_dict:
-    params['unit_bias'] = n('unit_bias')
+  for name in ('unit_kernel', 'unit_bias', 'unit_context_kernel'):
+    if name in state_dict:
+      params[name] = n(name)
   return {'params': params, 'memory': {'bank': n('bank')}}
 
 

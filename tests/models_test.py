@@ -262,6 +262,35 @@ def test_aumn_starts_as_the_baseline_and_its_units_add_to_it():
   assert np.max(np.abs(np.asarray(got.cas) - np.asarray(want['cas']))) > 1e-2
 
 
+def test_unit_context_adds_each_units_classifier_of_the_video_summary():
+  """model.unit_context: V_l start at zero (the default model's outputs), and nonzero V_l add
+  sum_l A_tl (c_b V_l), c_b = normalize(sum_l n_bl M~_bl), computed here in NumPy."""
+  x, mask, _ = _batch()
+  config = _config('aumn', True, 0.0)
+  config.model.unit_context = True
+  model = models.create_model(config, C)
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      {'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(1)}, x, mask)
+  kernel = variables['params'].pop('unit_context_kernel')
+  assert kernel.shape == (4, 16, C1) and not np.any(np.asarray(kernel))
+  default = _variables('aumn')
+  assert jax.tree_util.tree_all(jax.tree.map(np.array_equal, variables, default))
+  apply = jax.jit(lambda v: model.apply(v, x, mask, train=False))
+  want = conftest.flat_outputs(_setup(*DEFAULT)[3](default, x, mask)[0])
+  v_LxDxC = jax.random.normal(jax.random.PRNGKey(3), kernel.shape)
+  for v, added in ((kernel, False), (v_LxDxC, True)):
+    out = apply({**variables, 'params': {**variables['params'], 'unit_context_kernel': v}})
+    got = conftest.flat_outputs(out)
+    context = np.einsum('bl,bld->bd', got['mass'], got['memory_adapted'])
+    context /= np.sqrt(np.sum(context ** 2, -1, keepdims=True) + memory.NORM_EPS ** 2)
+    delta = np.einsum('btl,bd,ldc->btc', got['read_attn'], context, np.asarray(v))
+    delta *= mask[..., None]
+    assert added == bool(np.max(np.abs(delta)) > 1e-2)
+    np.testing.assert_allclose(got['cas'], want['cas'] + delta, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got['cas_supp'], want['cas_supp'] + got['fg'][..., None] * delta,
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_uncentred_memory_with_dropout_trains_forward():
   """SPEC's literal memory (no centring) with dropout: finite, and dropout uses its rng."""
   model, variables, _, _ = _setup(*SPEC_LITERAL)

@@ -393,6 +393,8 @@ def _function_cases():
       'memory.update_bank': [(bank, adapted, mass, 0.3)],
       'memory.read_attention': [(x, adapted, mask, 0.1)],
       'memory.unit_classify': [(attention(), h, normal(L, D, C + 1), normal(L, C + 1))],
+      'memory.unit_context_logits': [(attention(), adapted, mass, normal(L, D, C + 1)),
+                                     (attention(), adapted, 0.0 * mass, normal(L, D, C + 1))],
       'memory.mean_abs_offdiag_cos': [(bank,), (adapted,)],
       'losses.classification_loss': [(out, labels)],
       'losses.diversity_loss': [(adapted,)],

@@ -20,7 +20,6 @@ The file path imports no JAX (aumn_jax.formats and aumn_jax.evaluation are NumPy
 from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
 from aumn_jax import cli
 from aumn_jax import evaluation
@@ -42,9 +41,8 @@ flags.DEFINE_bool('drop_unknown_labels', False,
                   'how many) instead of failing.')
 flags.DEFINE_bool('per_class', False, 'Also print AP per class.')
 flags.DEFINE_string('output', None, 'Write the results as JSON here.')
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Checkpoint mode: the training config (with the same overrides).',
-    lock_config=True)
+_CONFIG = cli.define_config_file(
+    'config', 'Checkpoint mode: the training config (with the same overrides).')
 flags.DEFINE_string('workdir', None, 'Checkpoint mode: the training run\'s --workdir.')
 _CACHE = cli.define_compilation_cache_flag()
 flags.DEFINE_integer('step', None, 'Checkpoint mode: evaluate this step (default: latest).')

@@ -7,15 +7,13 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
 from aumn_jax import cli
 from aumn_jax import parallel
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.',
                                required=True)
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Training config file.',
-                                          lock_config=True)
+_CONFIG = cli.define_config_file('config', 'Training config file.')
 flags.mark_flags_as_required(['config'])
 _CACHE = cli.define_compilation_cache_flag()
 

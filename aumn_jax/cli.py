@@ -203,6 +203,25 @@ def check_output_paths(**paths: str | None) -> None:
       raise app.UsageError(f'--{name}={path}: is a directory, expected a file path')
 
 
+def define_config_file(name: str, help_text: str) -> flags.FlagHolder:
+  """config_flags.DEFINE_config_file(name, None, help_text, lock_config=True). ml_collections
+  reads every --flagfile while defining the flag, at import: one that cannot be read is one
+  line (status 2) here, where it would be a traceback."""
+  try:
+    return config_flags.DEFINE_config_file(name, None, help_text, lock_config=True)
+  except flags.Error as e:
+    args = sys.argv[1:]
+    for i, arg in enumerate(args):
+      flag, eq, path = arg.lstrip('-').partition('=')
+      if not (arg.startswith('-') and flag == 'flagfile'):
+        continue
+      path = path if eq else (args[i + 1] if i + 1 < len(args) else '')
+      if not os.path.isfile(path):
+        why = 'a directory, not a file' if os.path.isdir(path) else 'no such file'
+        fail(f'--flagfile={path}: cannot read this flag file ({why})', status=2)
+    fail(f'bad command line: {_one_line(e)}', status=2)
+
+
 def define_compilation_cache_flag() -> flags.FlagHolder:
   """--compilation_cache for train.py and evaluate.py (parallel.enable_compilation_cache)."""
   return flags.DEFINE_string(

@@ -131,3 +131,17 @@ def test_the_benchmarks_refuse_bad_flags_in_one_line_before_measuring(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], (name, lines)
   assert not os.listdir(tmp_path)
+
+
+def test_a_flag_file_that_cannot_be_read_is_one_line_naming_it(tmp_path):
+  """ml_collections reads --flagfile while train.py / evaluate.py define --config (at import):
+  an unreadable one is one line and status 2 (was absl's traceback)."""
+  missing = tmp_path / 'no_such_flags.txt'
+  for script, args, why in (('train.py', [f'--flagfile={missing}'], 'no such file'),
+                            ('evaluate.py', ['--flagfile', str(tmp_path)],
+                             'a directory, not a file')):
+    proc = subprocess.run([sys.executable, script, *args], cwd=conftest.REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, (script, proc.stderr)
+    assert proc.stderr.strip() == (
+        f'error: --flagfile={args[-1].split("=")[-1]}: cannot read this flag file ({why})')

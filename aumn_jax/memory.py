@@ -139,13 +139,16 @@ def unit_classify(attn_BxTxL, z_BxTxD, kernel_LxDxC, bias_LxC):
 def unit_context_logits(attn_BxTxL, adapted_BxLxD, mass_BxL, kernel_LxDxC):
   """Unit classifiers that read the video (config.model.unit_context; docs/method.md §13).
 
-  c_b = normalize(sum_l n_bl M~_bl): the video's foreground as the memory saw it, the adapted
-  units weighted by the mass each claimed (0 for a video with no mass). Returns the [B, T, C]
+  c_b = sqrt(D) normalize(sum_l n_bl M~_bl): the video's foreground as the memory saw it, the
+  adapted units weighted by the mass each claimed (0 for a video with no mass), at rms 1 per
+  entry (a LayerNormed vector's scale: at norm 1 the V_l, moved ~lr per step by Adam, gave
+  logits ~0.05 after 300 steps, nothing beside the embedding's). Returns the [B, T, C]
   logits sum_l A_tl (c_b V_l): each unit has its own classifier of the video's summary, so a
   unit that several classes share can vote for the class its video is of. Cost B*L*D*C, no
   [B, T, D] intermediate.
   """
-  context_BxD = safe_normalize(jnp.einsum('bl,bld->bd', mass_BxL, adapted_BxLxD))
+  dim = adapted_BxLxD.shape[-1]
+  context_BxD = dim ** 0.5 * safe_normalize(jnp.einsum('bl,bld->bd', mass_BxL, adapted_BxLxD))
   per_unit_BxLxC = jnp.einsum('bd,ldc->blc', context_BxD, kernel_LxDxC)
   return jnp.einsum('btl,blc->btc', attn_BxTxL, per_unit_BxLxC)
 

@@ -180,9 +180,10 @@ def unit_classify(attn_BxTxL, z_BxTxD, kernel_LxDxC, bias_LxC):
 
 
 def unit_context_logits(attn_BxTxL, adapted_BxLxD, mass_BxL, kernel_LxDxC):
-  """sum_l A_tl (c_b V_l), c_b = normalize(sum_l n_bl M~_bl): unit classifiers of the video's
-  memory summary (memory.unit_context_logits)."""
-  context_BxD = safe_normalize(torch.einsum('bl,bld->bd', mass_BxL, adapted_BxLxD))
+  """sum_l A_tl (c_b V_l), c_b = sqrt(D) normalize(sum_l n_bl M~_bl): unit classifiers of the
+  video's memory summary (memory.unit_context_logits)."""
+  dim = adapted_BxLxD.shape[-1]
+  context_BxD = dim ** 0.5 * safe_normalize(torch.einsum('bl,bld->bd', mass_BxL, adapted_BxLxD))
   per_unit_BxLxC = torch.einsum('bd,ldc->blc', context_BxD, kernel_LxDxC)
   return torch.einsum('btl,blc->btc', attn_BxTxL, per_unit_BxLxC)
 

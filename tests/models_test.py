@@ -264,7 +264,7 @@ def test_aumn_starts_as_the_baseline_and_its_units_add_to_it():
 
 def test_unit_context_adds_each_units_classifier_of_the_video_summary():
   """model.unit_context: V_l start at zero (the default model's outputs), and nonzero V_l add
-  sum_l A_tl (c_b V_l), c_b = normalize(sum_l n_bl M~_bl), computed here in NumPy."""
+  sum_l A_tl (c_b V_l), c_b = sqrt(D) normalize(sum_l n_bl M~_bl), computed here in NumPy."""
   x, mask, _ = _batch()
   config = _config('aumn', True, 0.0)
   config.model.unit_context = True
@@ -283,6 +283,7 @@ def test_unit_context_adds_each_units_classifier_of_the_video_summary():
     got = conftest.flat_outputs(out)
     context = np.einsum('bl,bld->bd', got['mass'], got['memory_adapted'])
     context /= np.sqrt(np.sum(context ** 2, -1, keepdims=True) + memory.NORM_EPS ** 2)
+    context *= np.sqrt(context.shape[-1])
     delta = np.einsum('btl,bd,ldc->btc', got['read_attn'], context, np.asarray(v))
     delta *= mask[..., None]
     assert added == bool(np.max(np.abs(delta)) > 1e-2)

@@ -211,6 +211,44 @@ def test_outputs_match(variant):
 
 
 @requires_torch
+def test_unit_context_outputs_and_its_gradient_match():
+  """model.unit_context (memory.unit_context_logits inside the model), with nonzero V_l: the
+  twin's outputs in both modes and the gradient of V_l equal JAX's on the same weights."""
+  config = _config(*DEFAULT)
+  config.model.unit_context = True
+  model = models.create_model(config, C)
+  batch = _batch(0)
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      {'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(1)}, batch['features'],
+      batch['mask'])
+  params = dict(variables['params'])
+  params['unit_context_kernel'] = jax.random.normal(jax.random.PRNGKey(2), (L, D, C + 1)) * 0.1
+  variables = {**variables, 'params': params}
+
+  def loss_fn(p):
+    out, _ = model.apply({**variables, 'params': p}, batch['features'], batch['mask'],
+                         train=True, mutable=['memory'])
+    return losses.total_loss(out, batch, config.loss)[0], out
+
+  (_, out), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params)
+  eval_out = model.apply(variables, batch['features'], batch['mask'], train=False)
+  twin = torch_aumn.from_flax(config, C, variables)
+  tb = _torch(batch)
+  twin.eval()
+  with torch.no_grad():
+    t_eval = twin(tb['features'], tb['mask'])
+  twin.train()
+  t_out = twin(tb['features'], tb['mask'])
+  torch_aumn.total_loss(t_out, tb, config.loss)[0].backward()
+  for name, want, got in (('train', conftest.flat_outputs(out), t_out),
+                          ('eval', conftest.flat_outputs(eval_out), t_eval)):
+    for k in want:
+      assert _rel(got[k].detach(), want[k]) <= TOL, f'{name} {k}'
+  assert _rel(twin.unit_context_kernel.grad, grads['unit_context_kernel']) <= TOL
+  assert np.max(np.abs(np.asarray(grads['unit_context_kernel']))) > 0
+
+
+@requires_torch
 @pytest.mark.parametrize('form', models.SUPPRESS_FORMS)
 def test_suppress_matches(form):
   """models.suppress (each config.model.suppress) and its twin, on ragged masks and an empty

@@ -141,8 +141,8 @@ def unit_context_logits(attn_BxTxL, adapted_BxLxD, mass_BxL, kernel_LxDxC):
 
   c_b = sqrt(D) normalize(sum_l n_bl M~_bl): the video's foreground as the memory saw it, the
   adapted units weighted by the mass each claimed (0 for a video with no mass), at rms 1 per
-  entry (a LayerNormed vector's scale: at norm 1 the V_l, moved ~lr per step by Adam, gave
-  logits ~0.05 after 300 steps, nothing beside the embedding's). Returns the [B, T, C]
+  entry (a LayerNormed vector's scale: at norm 1 the V_l, moved ~lr per step by Adam, could
+  add at most ~0.1 to a logit after 300 steps). Returns the [B, T, C]
   logits sum_l A_tl (c_b V_l): each unit has its own classifier of the video's summary, so a
   unit that several classes share can vote for the class its video is of. Cost B*L*D*C, no
   [B, T, D] intermediate.

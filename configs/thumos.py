@@ -73,8 +73,9 @@ def get_config() -> ml_collections.ConfigDict:
       # learned the classes slowly: top-1 60 -> 84 % on activitynet).
       unit_init='zeros',          # W_l start: 'zeros' (all alike) | 'lecun' (each its own Dense)
       shared_classifier=True,     # S_t = Z_t W_0 + b_0 + sum_l A_tl (Z_t W_l + b_l); False: SPEC
-      # True: + sum_l A_tl (c_b V_l), V_l zero-initialised, c_b the mass-weighted adapted memory (rms 1)
-      # of the video (memory.unit_context_logits; beyond SPEC, docs/method.md §13).
+      # True: + sum_l A_tl (c_b V_l), V_l zero-initialised, c_b the video's mass-weighted adapted
+      # memory at rms 1 (memory.unit_context_logits; beyond SPEC; a one-seed validation screen
+      # showed no gain beyond noise, docs/method.md §13).
       unit_context=False,
       # The suppressed branch: 'features' a (H W) + b (SPEC) | 'logits' a (s - min_t s) + min_t s
       # (docs/method.md §9).

@@ -11,7 +11,9 @@ Imports no JAX (evaluate.py's file mode is NumPy only).
 """
 import difflib
 import errno
+import contextlib
 import functools
+import logging
 import os
 import runpy
 import sys
@@ -37,7 +39,8 @@ def fail(message: str, status: int = 1) -> None:
 def parse_flags(argv: Sequence[str]) -> list[str]:
   """absl flag parsing, with command-line mistakes (a typo'd config key) as one line."""
   try:
-    remaining = flags.FLAGS(argv)
+    with _config_flag_warnings_dropped():  # a config file's fault is our one line below
+      remaining = flags.FLAGS(argv)
   except Exception as e:  # pylint: disable=broad-except  (each case below is one line)
     # A config file that does not load is the first thing to fix, whatever failed after it.
     paths = dict(_config_file_args(argv))  # (absl: the last --config=PATH wins)
@@ -54,6 +57,21 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
         _check_config_file(name, path)
         fail(f'--{name}={path}: this config file fails to load: {_one_line(e)}', status=2)
   return remaining
+
+
+@contextlib.contextmanager
+def _config_flag_warnings_dropped():
+  """Drops ml_collections' log lines while flags parse (e.g. 'get_config() returned None'):
+  logged before absl's flags exist, they come with absl's 'Logging before flag parsing' line,
+  two lines of noise above the one line parse_flags prints for the same fault."""
+  def keep(record: logging.LogRecord) -> bool:
+    return record.module != 'config_flags'
+  logger = logging.getLogger('absl')
+  logger.addFilter(keep)
+  try:
+    yield
+  finally:
+    logger.removeFilter(keep)
 
 
 def _is_config_flag(flag: flags.Flag) -> bool:

@@ -418,31 +418,37 @@ def test_a_bad_config_file_inside_a_flagfile_is_named(tmp_path):
       'syntax (bad.py, line 1)']
 
 
-@pytest.mark.parametrize('text,problem', [
-    ('def get_config(:\n', 'SyntaxError: invalid syntax'),
-    ('import no_such_module\n', "ModuleNotFoundError: No module named 'no_such_module'"),
-    ('def get_config():\n  return 3\n', 'TypeError: get_config() returned int, not a ConfigDict'),
-    ('def get_config():\n  return {}[0]\n', 'KeyError: 0'),
+@pytest.mark.parametrize('text,problem,form', [
+    ('def get_config(:\n', 'SyntaxError: invalid syntax', 'equals'),
+    ('import no_such_module\n', "ModuleNotFoundError: No module named 'no_such_module'",
+     'space'),
+    ('def get_config():\n  return 3\n', 'TypeError: get_config() returned int, not a ConfigDict',
+     'equals'),
+    ('def get_config():\n  return None\n',
+     'TypeError: get_config() returned NoneType, not a ConfigDict', 'space'),
+    ('def get_config():\n  return {}[0]\n', 'KeyError: 0', 'equals'),
     ('def get_config():\n  return open("no_such.json")\n',
-     "FileNotFoundError: [Errno 2] No such file or directory: 'no_such.json'"),
-    ('def get_config(arg):\n  return {}[arg]\n', 'KeyError: an_arg'),
+     "FileNotFoundError: [Errno 2] No such file or directory: 'no_such.json'", 'space'),
+    ('def get_config(arg):\n  return {}[arg]\n', 'KeyError: an_arg', 'equals'),
 ])
-def test_a_config_file_that_fails_to_load_is_one_line_naming_it(tmp_path, text, problem):
+def test_a_config_file_that_fails_to_load_is_one_line_naming_it(tmp_path, text, problem, form):
   """A user's own config file: a syntax error, a failed import, get_config() raising or
-  returning something else; one line naming the file, whether a --config.KEY follows or not,
-  with --config=PATH[:ARG] or --config PATH[:ARG]."""
+  returning something else; one line naming the file and nothing else on stderr (no logging
+  from ml_collections), with --config=PATH[:ARG] alone or --config PATH[:ARG] before a
+  --config.KEY (the cases alternate the two forms: one subprocess each)."""
   config = tmp_path / 'my_config.py'
   config.write_text(text)
   path = f'{config}:an_arg' if 'arg' in text else str(config)
-  for args in ([f'--config={path}'], ['--config', path, '--config.batch_size=4']):
-    proc = subprocess.run(
-        [sys.executable, 'train.py', *args, f'--workdir={tmp_path}/w'], cwd=REPO,
-        capture_output=True, text=True, timeout=120, env=conftest.worker_env(1))
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(
-        f'error: --config={path}: this config file fails to load'), lines
-    assert problem in lines[0]
+  args = [f'--config={path}'] if form == 'equals' else ['--config', path,
+                                                         '--config.batch_size=4']
+  proc = subprocess.run(
+      [sys.executable, 'train.py', *args, f'--workdir={tmp_path}/w'], cwd=REPO,
+      capture_output=True, text=True, timeout=120, env=conftest.worker_env(1))
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(
+      f'error: --config={path}: this config file fails to load'), lines
+  assert problem in lines[0]
   assert not os.path.exists(tmp_path / 'w')
 
 

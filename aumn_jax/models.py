@@ -4,7 +4,8 @@ Holds the two-branch background-suppression skeleton (embedding, foreground atte
 base / suppressed class activation sequences, top-k MIL video scores) and the AUMN head:
 the action-unit memory bank lives in the `memory` variable collection (state moved by
 memory.update_bank when applied with train=True and mutable=['memory'], never by the
-optimizer); the attentions and the update rule are the pure functions of memory.py.
+optimizer; with model.fg_norm='batch' the collection also holds the skeleton's running mean);
+the attentions and the update rule are the pure functions of memory.py.
 
 Deliberately not here: losses (losses.py), NumPy, devices or collectives (sums over the batch
 are global under jit), and localization (host code in localization.py).
@@ -26,7 +27,11 @@ from aumn_jax import memory
 # The skeleton's switchable forms (config.model.input_norm / fg_input / fg_norm; docs/method.md §7).
 INPUT_NORMS = ('none', 'layernorm', 'center')
 FG_INPUTS = ('dropped', 'embedding', 'features')
-FG_NORMS = ('none', 'center', 'layernorm')
+FG_NORMS = ('none', 'center', 'layernorm', 'batch')
+# fg_norm='batch': the running mean of a's layer input (used at eval) moves this fraction of
+# the way to each training batch's mean (BatchNorm's rule; 0.9 forgets the zero start within
+# ~30 of the 300 steps a battery run takes). Not a config field.
+FG_MEAN_MOMENTUM = 0.9
 # What the foreground attention scales in the suppressed branch (config.model.suppress;
 # docs/method.md §9): 'features' S(a H) = a (H W) + b (SPEC §2);
 # 'logits' a (s - min_t s) + min_t s.
@@ -129,7 +134,7 @@ class _Skeleton(nn.Module):
   """Shared by both heads: embedding + foreground attention a = sigmoid(Conv1D_k1(H)).
 
   fg_norm='center': the attention layer sees each snippet relative to its video, H - mean_t H
-  (memory.center). H >= 0 (ReLU), so d logit / d w = H_t has the same sign in every dimension
+  (memory.center); fg_norm='batch': relative to the training batch (_batch_centred). H >= 0 (ReLU), so d logit / d w = H_t has the same sign in every dimension
   and snippet: one consistent push (the suppressed branch's background column early in
   training) moves all D weights the same way under Adam's normalised steps, shifting every
   logit by ~lr * sum_d H_td per step — a died in ~20 steps at D 256 and saturated at D 2048.
@@ -162,6 +167,8 @@ class _Skeleton(nn.Module):
       raise ValueError(f'config.model.fg_input={self.fg_input!r}: not one of {FG_INPUTS}')
     if self.fg_norm == 'center':
       fg_in = memory.center(fg_in, mask_BxT)
+    elif self.fg_norm == 'batch':
+      fg_in = self._batch_centred(fg_in, mask_BxT, train)
     elif self.fg_norm == 'layernorm':
       fg_in = nn.LayerNorm(use_bias=False, use_scale=False)(fg_in) * mask_BxT[..., None]
     elif self.fg_norm != 'none':
@@ -171,6 +178,28 @@ class _Skeleton(nn.Module):
                       dtype=self.dtype, name='fg_attention')(fg_in)[..., 0]
     fg_BxT = nn.sigmoid(fg_logit) * mask_BxT
     return h_BxTxD, fg_BxT
+
+  def _batch_centred(self, fg_in_BxTxD, mask_BxT, train):
+    """fg_norm='batch': a's layer input minus its mean over every valid snippet of the batch
+    (training; the global batch under jit, each seed's own under vmap) or the running mean of
+    those batch means (eval), kept in the `memory` collection as `fg_mean`.
+
+    Centred over the batch, sum_t (H_t - mean) = 0, so a push alike on every snippet of the
+    batch (the shortcut of docs/method.md §9) gives the attention's weights no gradient: only
+    its bias can move the batch's mean logit. Unlike fg_norm='center', a video whose snippets
+    all look like action still scores above one that looks like background.
+    """
+    m = mask_BxT[..., None]
+    running = self.variable('memory', 'fg_mean', jnp.zeros, (fg_in_BxTxD.shape[-1],),
+                            jnp.float32)
+    if not train:
+      return (fg_in_BxTxD - running.value) * m
+    mean_D = (jnp.sum(fg_in_BxTxD * m, axis=(0, 1))
+              / jnp.maximum(jnp.sum(mask_BxT), 1.0))
+    if not self.is_initializing():
+      running.value = (FG_MEAN_MOMENTUM * running.value
+                       + (1.0 - FG_MEAN_MOMENTUM) * jax.lax.stop_gradient(mean_D))
+    return (fg_in_BxTxD - mean_D) * m
 
 
 def suppress(s_BxTxC, fg_BxT, mask_BxT, form):

@@ -2,8 +2,9 @@
 
 `train_step(state, batch, rng, *, config)` is a pure function: the same inputs give the same
 outputs, the rng is an argument folded with the step, and nothing talks to the host. The
-memory bank is a second variable collection carried in the state (like `batch_stats`): the
-model's apply moves it when `mutable=['memory']`, the optimizer never sees it.
+memory bank (and, with model.fg_norm='batch', the attention input's running mean) is a second
+variable collection carried in the state (like `batch_stats`): the model's apply moves it when
+`mutable=['memory']`, the optimizer never sees it.
 
 Several seeds are one program (config.num_seeds): `init_state` and `jit_steps` vmap these
 single-run functions over a leading seed axis of the state, the batch and the rng, so replica i

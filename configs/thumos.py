@@ -64,6 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
       input_norm='layernorm',     # X before the conv: 'none' | 'layernorm' (per snippet) | 'center'
       fg_input='dropped',         # a reads: H after dropout | 'embedding' (before) | 'features'
       fg_norm='none',             # a's layer input: 'none' | 'center' (H - mean_t H) | 'layernorm'
+                                  # | 'batch' (H - the batch's mean; a running mean at eval)
       classifier_bias=True,       # bias b / b_l of the class classifiers (BaS-Net has none)
       # AUMN's unit classifiers (docs/method.md §8; SPEC §2.5 as written is 'lecun', False):
       # BaS-Net's classifier beside zero-initialised units, so AUMN starts as the baseline and

@@ -214,6 +214,7 @@ def test_a_failed_save_stops_the_run_and_the_rerun_resumes_from_the_last_good_on
     {'model.input_norm': 'none'},
     {'model.fg_input': 'embedding', 'model.fg_norm': 'center'},
     {'model.fg_input': 'features', 'model.fg_norm': 'layernorm', 'model.head': 'mil'},
+    {'model.fg_norm': 'batch', 'model.head': 'mil'},  # mil with a `memory` collection too
 ])
 def test_ablation_configs_train(tiny_data_dir, overrides):
   """Each ablation is a config change that trains with finite losses (no eval, 2 steps)."""
@@ -243,8 +244,12 @@ def test_ablation_configs_train(tiny_data_dir, overrides):
     if config.loss[f'lambda_{name}'] == 0.0 or config.model.head == 'mil':
       # The term is still logged, but contributes nothing to the total.
       assert 'loss_' + name in metrics
-  if config.model.head == 'mil':
-    assert state.memory == {}
+  if config.model.head == 'mil':  # no bank; only fg_norm='batch' keeps a running mean there
+    want = {'skeleton'} if config.model.fg_norm == 'batch' else set()
+    assert set(state.memory) == want
+  if config.model.fg_norm == 'batch':  # moved by the two steps, away from its zero start
+    assert np.all(np.isfinite(state.memory['skeleton']['fg_mean']))
+    assert np.abs(np.asarray(state.memory['skeleton']['fg_mean'])).max() > 0
 
 
 @pytest.mark.slow

@@ -134,7 +134,8 @@ class _Skeleton(nn.Module):
   """Shared by both heads: embedding + foreground attention a = sigmoid(Conv1D_k1(H)).
 
   fg_norm='center': the attention layer sees each snippet relative to its video, H - mean_t H
-  (memory.center); fg_norm='batch': relative to the training batch (_batch_centred). H >= 0 (ReLU), so d logit / d w = H_t has the same sign in every dimension
+  (memory.center); fg_norm='batch': relative to the training batch (_batch_centred).
+  H >= 0 (ReLU), so d logit / d w = H_t has the same sign in every dimension
   and snippet: one consistent push (the suppressed branch's background column early in
   training) moves all D weights the same way under Adam's normalised steps, shifting every
   logit by ~lr * sum_d H_td per step — a died in ~20 steps at D 256 and saturated at D 2048.

@@ -9,9 +9,9 @@ into `error: interrupted`, status 130. Anything else is a bug: one line first (`
 unexpected ...`, exit 1), its traceback appended to W/errors.log (or a temp file).
 Imports no JAX (evaluate.py's file mode is NumPy only).
 """
+import contextlib
 import difflib
 import errno
-import contextlib
 import functools
 import logging
 import os

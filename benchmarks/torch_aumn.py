@@ -45,6 +45,7 @@ LOSS_EPS = 1e-6      # losses._EPS
 IN_USE_SHARE = 0.1   # losses._IN_USE_SHARE
 GUIDE_CLASSES = ('all', 'video')   # losses.GUIDE_CLASSES
 GUIDE_FORMS = ('l1', 'bce')        # losses.GUIDE_FORMS
+FG_MEAN_MOMENTUM = 0.9             # models.FG_MEAN_MOMENTUM (fg_norm='batch')
 
 # What the twin computes of the config: key -> the values it implements (None: every value, a
 # size, a weight or a flag it follows). Every key of the groups model, memory, loss and optim
@@ -60,7 +61,7 @@ IMPLEMENTED = {
     'model.fg_bias_init': None,
     'model.input_norm': ('none', 'layernorm'),
     'model.fg_input': ('dropped', 'embedding'),
-    'model.fg_norm': ('none', 'center', 'layernorm'),
+    'model.fg_norm': ('none', 'center', 'layernorm', 'batch'),
     'model.classifier_bias': None,
     'model.unit_init': ('lecun', 'zeros'),
     'model.shared_classifier': None, 'model.unit_context': None,
@@ -227,6 +228,10 @@ class Skeleton(nn.Module):
   """H = Dropout(ReLU(Conv1D_k3(norm(X)))) zeroed at padding; a = sigmoid(Linear(.)) of H (or H
   before dropout, centred or layer-normed: model.fg_input / fg_norm) zeroed at padding.
 
+  fg_norm='batch' is BatchNorm's centring without the scale: in training a's layer input minus
+  its mean over every valid snippet of the batch, that mean moving the `fg_mean` buffer in
+  place (momentum FG_MEAN_MOMENTUM); in eval minus the buffer (models._Skeleton._batch_centred).
+
   conv_impl 'conv' is the idiomatic nn.Conv1d (the baseline); 'gemm' computes the same conv as
   one matmul over the three shifted copies of X ([B, T, 3F] @ [3F, D]), which is what
   aumn_jax's Embedding does on GPU — same parameters, so benchmarks can separate the conv
@@ -251,6 +256,8 @@ class Skeleton(nn.Module):
     nn.init.zeros_(self.conv.bias)
     _lecun_normal_(self.fg_attention.weight, dim)
     nn.init.constant_(self.fg_attention.bias, fg_bias_init)
+    if fg_norm == 'batch':
+      self.register_buffer('fg_mean', torch.zeros(dim))
 
   def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     m = mask.unsqueeze(-1)
@@ -269,10 +276,20 @@ class Skeleton(nn.Module):
     fg_in = h_clean if self.fg_input == 'embedding' else h
     if self.fg_norm == 'center':
       fg_in = center(fg_in, mask)
+    elif self.fg_norm == 'batch':
+      fg_in = (fg_in - self._batch_mean(fg_in, mask)) * m
     elif self.fg_norm == 'layernorm':
       fg_in = F.layer_norm(fg_in, fg_in.shape[-1:], eps=1e-6) * m
     fg = torch.sigmoid(self.fg_attention(fg_in).squeeze(-1)) * mask
     return h, fg
+
+  def _batch_mean(self, fg_in, mask):
+    if not self.training:
+      return self.fg_mean
+    mean = (fg_in * mask.unsqueeze(-1)).sum((0, 1)) / mask.sum().clamp_min(1.0)
+    with torch.no_grad():
+      self.fg_mean.mul_(FG_MEAN_MOMENTUM).add_((1.0 - FG_MEAN_MOMENTUM) * mean)
+    return mean
 
 
 def suppress(s, fg, mask, form):
@@ -705,11 +722,14 @@ def state_dict_from_flax(variables: Mapping[str, Any]) -> Dict[str, torch.Tensor
       if name in p:
         sd[name] = a(p[name])
     sd['bank'] = a(variables['memory']['bank'])
+  if 'skeleton' in variables.get('memory', {}):   # fg_norm='batch'
+    sd['skeleton.fg_mean'] = a(variables['memory']['skeleton']['fg_mean'])
   return {k: v.contiguous() for k, v in sd.items()}
 
 
 def flax_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
-  """A state_dict of AUMN or MILNet -> Flax {'params': ...[, 'memory': {'bank'}]} as NumPy."""
+  """A state_dict of AUMN or MILNet -> Flax {'params': ...[, 'memory': {'bank', 'skeleton'}]}
+  as NumPy ('bank' for AUMN, 'skeleton': {'fg_mean'} for fg_norm='batch')."""
   n = lambda k: state_dict[k].detach().cpu().numpy().astype(np.float32)
   params = {'skeleton': {
       'embedding': {'conv': {'kernel': n('skeleton.conv.weight').transpose(2, 1, 0).copy(),
@@ -720,8 +740,11 @@ def flax_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, An
     params['classifier'] = {'kernel': n('classifier.weight').T.copy()}
     if 'classifier_bias' in state_dict:
       params['classifier_bias'] = n('classifier_bias')
+  mem = {}
+  if 'skeleton.fg_mean' in state_dict:   # fg_norm='batch'
+    mem['skeleton'] = {'fg_mean': n('skeleton.fg_mean')}
   if 'unit_kernel' not in state_dict:
-    return {'params': params}
+    return {'params': params, 'memory': mem} if mem else {'params': params}
   for name in _DENSE_AUMN:
     params[name] = {'kernel': n(f'{name}.weight').T.copy()}
     if f'{name}.bias' in state_dict:
@@ -729,7 +752,7 @@ def flax_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, An
   for name in ('unit_kernel', 'unit_bias', 'unit_context_kernel'):
     if name in state_dict:
       params[name] = n(name)
-  return {'params': params, 'memory': {'bank': n('bank')}}
+  return {'params': params, 'memory': {'bank': n('bank'), **mem}}
 
 
 def from_flax(config: Any, num_classes: int, variables: Mapping[str, Any],

@@ -62,12 +62,24 @@ NUM_STEPS = 5
 DEFAULT = ('aumn', True, 0.01, False)
 SPEC_LITERAL = ('aumn', False, 0.1, True)
 BASELINE = ('mil', False, 0.01, False)
+# fg_norm='batch' (a running mean in the `memory` collection, for mil too), on both heads.
+DEFAULT_BATCH = DEFAULT + ('batch',)
+BASELINE_BATCH = BASELINE + ('batch',)
+_NAMES = {DEFAULT: 'default', SPEC_LITERAL: 'spec_literal', BASELINE: 'baseline',
+          DEFAULT_BATCH: 'default_batch', BASELINE_BATCH: 'baseline_batch'}
 
 
-def _config(head, center, tau_u, spec_units=False):
+def _id(value):
+  """Test ids that name the variant (None: pytest's own id, for the other parameters)."""
+  return _NAMES.get(value) if isinstance(value, tuple) else None
+
+
+def _config(head, center, tau_u, spec_units=False, fg_norm=None):
   c = thumos.get_config()
   if spec_units:
     c.model.unit_init, c.model.shared_classifier = 'lecun', False
+  if fg_norm is not None:
+    c.model.fg_norm = fg_norm
   c.model.head = head
   c.model.dim = D
   c.model.num_units = L
@@ -107,20 +119,30 @@ def _torch(batch):
 
 
 @functools.lru_cache(maxsize=None)
-def _initial_state(head, spec_units=False):
+def _initial_state(head, spec_units=False, fg_norm=None):
   """The project's own initial TrainState (params, bank, Adam state) on one device."""
-  config = _config(head, True, 0.01, spec_units)  # centring and tau_u change no variable
+  # centring and tau_u change no variable
+  config = _config(head, True, 0.01, spec_units, fg_norm)
   mesh = parallel.make_mesh(jax.devices()[:1])
   return train_step.init_state(config, C, mesh), mesh
 
 
-@functools.lru_cache(maxsize=None)
-def _jax_variables(head, spec_units=False):
-  state, _ = _initial_state(head, spec_units)
+def _variables(state):
+  """Seed 0's {'params', 'memory'}, without 'memory' where it is empty (mil's default)."""
   variables = train_step.replica({'params': state.params, 'memory': state.memory}, 0)
-  if head == 'mil':
+  if not variables['memory']:
     del variables['memory']
   return variables
+
+
+@functools.lru_cache(maxsize=None)
+def _jax_variables(head, spec_units=False, fg_norm=None):
+  return _variables(_initial_state(head, spec_units, fg_norm)[0])
+
+
+def _state_key(variant):
+  """What of a variant decides its variables: head, spec_units[, fg_norm]."""
+  return (variant[0],) + tuple(variant[3:])
 
 
 @functools.lru_cache(maxsize=None)
@@ -128,7 +150,7 @@ def _jax_results(variant):
   """JAX training forward + loss + grads + moved bank, and the eval forward (one compile)."""
   config = _config(*variant)
   model = models.create_model(config, C)
-  variables = _jax_variables(variant[0], variant[3])
+  variables = _jax_variables(*_state_key(variant))
 
   def loss_fn(params, batch):
     out, new_vars = model.apply({**variables, 'params': params}, batch['features'],
@@ -153,7 +175,7 @@ def _jax_results(variant):
 @functools.lru_cache(maxsize=None)
 def _torch_results(variant, **overrides):
   config = _config(*variant)
-  model = torch_aumn.from_flax(config, C, _jax_variables(variant[0], variant[3]))
+  model = torch_aumn.from_flax(config, C, _jax_variables(*_state_key(variant)))
   for k, v in overrides.items():
     setattr(model, k, v)
   batch = _torch(_batch(0))
@@ -200,7 +222,8 @@ def test_weight_transfer_round_trips_exactly(head):
 
 
 @requires_torch
-@pytest.mark.parametrize('variant', [DEFAULT, SPEC_LITERAL, BASELINE])
+@pytest.mark.parametrize('variant', [DEFAULT, SPEC_LITERAL, BASELINE, DEFAULT_BATCH,
+                                     BASELINE_BATCH], ids=_id)
 def test_outputs_match(variant):
   _, _, out, _, _, eval_out = _jax_results(variant)
   _, _, _, t_out, _, t_eval = _torch_results(variant)
@@ -264,7 +287,7 @@ def test_suppress_matches(form):
 
 
 @requires_torch
-@pytest.mark.parametrize('variant', [DEFAULT, SPEC_LITERAL, BASELINE])
+@pytest.mark.parametrize('variant', [DEFAULT, SPEC_LITERAL, BASELINE], ids=_id)
 def test_each_loss_term_and_diagnostic_matches(variant):
   loss, aux, _, _, _, _ = _jax_results(variant)
   _, t_loss, t_aux, _, _, _ = _torch_results(variant)
@@ -277,7 +300,8 @@ def test_each_loss_term_and_diagnostic_matches(variant):
 
 
 @requires_torch
-@pytest.mark.parametrize('variant', [DEFAULT, SPEC_LITERAL, BASELINE])
+@pytest.mark.parametrize('variant', [DEFAULT, SPEC_LITERAL, BASELINE, DEFAULT_BATCH,
+                                     BASELINE_BATCH], ids=_id)
 def test_gradient_of_every_parameter_matches(variant):
   _, _, _, _, grads, _ = _jax_results(variant)
   _, _, _, _, t_grads, _ = _torch_results(variant)
@@ -290,7 +314,7 @@ def test_gradient_of_every_parameter_matches(variant):
 
 
 @requires_torch
-@pytest.mark.parametrize('variant', [DEFAULT, SPEC_LITERAL])
+@pytest.mark.parametrize('variant', [DEFAULT, SPEC_LITERAL], ids=_id)
 def test_memory_bank_update_matches(variant):
   bank0 = _jax_variables('aumn')['memory']['bank']
   _, _, _, new_vars, _, _ = _jax_results(variant)
@@ -331,20 +355,24 @@ def test_gemm_formulation_of_the_conv_matches():
 @requires_torch
 @pytest.mark.parametrize('variant,guide', [(DEFAULT, 'default'), (BASELINE, 'default'),
                                            (BASELINE, 'decaying_l1'),
-                                           (BASELINE, 'centred_early')])
+                                           (BASELINE, 'centred_early'),
+                                           (DEFAULT_BATCH, 'default'),
+                                           (BASELINE_BATCH, 'default')], ids=_id)
 def test_n_optimizer_steps_end_at_the_same_params_and_bank(variant, guide):
   """The project's jitted train_step (Adam + L2) vs torch.optim.Adam(weight_decay), N steps.
   guide='decaying_l1': the guide weight's decay to 0 within the N steps is followed step by
   step, with the other guide form (the L1 over all classes), so both forms are parity-tested;
-  'centred_early': loss.guide_center_steps, centred for 2 of the N steps, then not."""
+  'centred_early': loss.guide_center_steps, centred for 2 of the N steps, then not.
+  Then both trained models' eval forwards agree (the moved bank, fg_norm='batch''s running
+  mean)."""
   config = _config(*variant)
   if guide == 'decaying_l1':
     config.loss.guide_steps = 3
     config.loss.guide_form, config.loss.guide_classes = 'l1', 'all'
   if guide == 'centred_early':
     config.loss.guide_center_steps = 2
-  start = _jax_variables(variant[0], variant[3])
-  state, mesh = _initial_state(variant[0], variant[3])
+  start = _jax_variables(*_state_key(variant))
+  state, mesh = _initial_state(*_state_key(variant))
   state = jax.tree.map(jnp.copy, state)   # the step donates its state; keep the cached one
   model = torch_aumn.from_flax(config, C, start)
   optimizer = torch_aumn.make_optimizer(model, config.optim)
@@ -359,9 +387,7 @@ def test_n_optimizer_steps_end_at_the_same_params_and_bank(variant, guide):
     assert set(t_metrics) == set(metrics)
     for k in ('loss', 'grad_norm'):
       assert _rel(t_metrics[k].item(), metrics[k][0]) <= TOL, (i, k)
-  final = train_step.replica({'params': state.params, 'memory': state.memory}, 0)
-  if variant[0] == 'mil':
-    del final['memory']
+  final = _variables(state)
   t_final = torch_aumn.flax_from_state_dict(model.state_dict())
   assert jax.tree.structure(t_final) == jax.tree.structure(final)
   for (path, want), got, initial in zip(jax.tree_util.tree_leaves_with_path(final),
@@ -370,6 +396,15 @@ def test_n_optimizer_steps_end_at_the_same_params_and_bank(variant, guide):
     assert np.max(np.abs(want - initial)) > 1e-4, name     # every tensor moved
     assert _rel(got, want) <= TOL, name
     assert _rel(got - initial, want - initial) <= STEP_DELTA_TOL, name
+  batch = _batch(200)
+  eval_out = conftest.flat_outputs(models.create_model(config, C).apply(
+      final, batch['features'], batch['mask'], train=False))
+  model.eval()
+  with torch.no_grad():
+    t_eval = model(*(torch.from_numpy(batch[k]) for k in ('features', 'mask')))
+  assert set(t_eval) == set(eval_out)
+  for k in eval_out:
+    assert _rel(t_eval[k], eval_out[k]) <= TOL, f'eval {k}'
 
 
 # ---------------------------------------------------------------------------------------------

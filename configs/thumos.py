@@ -63,8 +63,9 @@ def get_config() -> ml_collections.ConfigDict:
       # data seed 1). SPEC §2 as written is input_norm='none'.
       input_norm='layernorm',     # X before the conv: 'none' | 'layernorm' (per snippet) | 'center'
       fg_input='dropped',         # a reads: H after dropout | 'embedding' (before) | 'features'
-      fg_norm='none',             # a's layer input: 'none' | 'center' (H - mean_t H) | 'layernorm'
-                                  # | 'batch' (H - the batch's mean; a running mean at eval)
+      # a's layer input: 'batch' (H - the batch's mean; a running mean at eval; removes the dip
+      # of a, docs/method.md §9) | 'none' (SPEC) | 'center' (H - mean_t H) | 'layernorm'
+      fg_norm='batch',
       classifier_bias=True,       # bias b / b_l of the class classifiers (BaS-Net has none)
       # AUMN's unit classifiers (docs/method.md §8; SPEC §2.5 as written is 'lecun', False):
       # BaS-Net's classifier beside zero-initialised units, so AUMN starts as the baseline and

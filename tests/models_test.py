@@ -119,8 +119,12 @@ def test_variables_and_output_contract(variant):
   typed, _ = _setup(*variant)[3](variables, x, mask)
   assert isinstance(typed, models.Outputs)
   assert (typed.memory is not None) == (variant[0] == 'aumn')
+  # Both heads keep the default fg_norm='batch''s running mean of a's layer input; AUMN the bank.
+  assert set(variables) == {'params', 'memory'} and set(new_vars) == {'memory'}
+  assert set(variables['memory']) == ({'bank', 'skeleton'} if variant[0] == 'aumn'
+                                      else {'skeleton'})
+  assert variables['memory']['skeleton']['fg_mean'].shape == (16,)
   if variant[0] == 'aumn':
-    assert set(variables) == {'params', 'memory'} and set(new_vars) == {'memory'}
     assert variables['memory']['bank'].shape == (4, 16)
     np.testing.assert_allclose(np.linalg.norm(variables['memory']['bank'], axis=-1), 1.0,
                                rtol=1e-6)
@@ -131,7 +135,6 @@ def test_variables_and_output_contract(variant):
     np.testing.assert_allclose(np.asarray(out['read_attn']).sum(-1), mask, atol=1e-5)
     np.testing.assert_allclose(np.asarray(out['update_attn']).sum(-1), mask, atol=1e-5)
   else:
-    assert set(variables) == {'params'} and not new_vars
     assert set(out) == OUT_KEYS
   assert out['cas'].shape == out['cas_supp'].shape == (B, T, C1)
   assert out['video_logits'].shape == out['video_logits_supp'].shape == (B, C1)
@@ -251,7 +254,9 @@ def test_aumn_starts_as_the_baseline_and_its_units_add_to_it():
   assert not np.any(np.asarray(variables['params']['unit_kernel']))
   baseline = models.create_model(_config('mil', True, 0.0), C)
   shared = {k: variables['params'][k] for k in ('skeleton', 'classifier', 'classifier_bias')}
-  want = conftest.flat_outputs(baseline.apply({'params': shared}, x, mask, train=False))
+  skeleton = {'skeleton': variables['memory']['skeleton']}   # fg_norm='batch''s running mean
+  want = conftest.flat_outputs(baseline.apply({'params': shared, 'memory': skeleton}, x, mask,
+                                              train=False))
   _, _, _, eval_step = _setup(*DEFAULT)
   got = conftest.flat_outputs(eval_step(variables, x, mask)[0])
   for k in OUT_KEYS:

@@ -4,7 +4,8 @@ Holds the two-branch background-suppression skeleton (embedding, foreground atte
 base / suppressed class activation sequences, top-k MIL video scores) and the AUMN head:
 the action-unit memory bank lives in the `memory` variable collection (state moved by
 memory.update_bank when applied with train=True and mutable=['memory'], never by the
-optimizer; with model.fg_norm='batch' the collection also holds the skeleton's running mean);
+optimizer; with model.fg_norm='batch', the default, the collection also holds the skeleton's
+running mean, for both heads);
 the attentions and the update rule are the pure functions of memory.py.
 
 Deliberately not here: losses (losses.py), NumPy, devices or collectives (sums over the batch

@@ -35,7 +35,8 @@ EVAL_INPUTS = ('features', 'mask')
 
 
 class TrainState(train_state.TrainState):
-  memory: Any  # `memory` collection ({} for head='mil'): moved by the model, not the optimizer
+  memory: Any  # `memory` collection (the bank; fg_norm='batch''s running mean, for mil too;
+  # {} for mil with another fg_norm): moved by the model, not the optimizer
 
 
 def make_optimizer(optim_cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:

@@ -402,7 +402,7 @@ def test_n_optimizer_steps_end_at_the_same_params_and_bank(variant, guide):
       final, batch['features'], batch['mask'], train=False))
   model.eval()
   with torch.no_grad():
-    t_eval = model(*(torch.from_numpy(batch[k]) for k in ('features', 'mask')))
+    t_eval = model(*(_torch(batch)[k] for k in ('features', 'mask')))
   assert set(t_eval) == set(eval_out)
   for k in eval_out:
     assert _rel(t_eval[k], eval_out[k]) <= TOL, f'eval {k}'

@@ -56,6 +56,7 @@ import numpy as np
 from aumn_jax import checkpointing
 from aumn_jax import cli
 from aumn_jax import data
+from aumn_jax import errors
 from aumn_jax import eval_loop
 from aumn_jax import localization
 from aumn_jax import parallel
@@ -345,6 +346,11 @@ def run_seeds(regime, model, head, seeds, steps, eval_every, data_dir, workdir, 
   start = time.perf_counter()
   summary = train_loop.train_and_evaluate(config, workdir)
   wall = time.perf_counter() - start
+  if summary.get('preempted'):  # SIGTERM / Ctrl-C: a checkpoint at that step, no results
+    raise errors.TrainingError(
+        f'{workdir}: stopped by {summary["signal"]} at step {summary["step"]} of {steps} (its '
+        'checkpoint is saved); rerun the same command to resume it (finished runs are read '
+        'back, not retrained)')
   outputs, split = predict_final(config, workdir)
   per_seed = summary.get('per_seed', [{'seed': seeds[0], 'map': summary['map']}])
   tious = [float(t) for t in summary['tiou_thresholds']]

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 from absl import app
 
+from aumn_jax import errors
+from aumn_jax import train_loop
 from benchmarks import robustness
 
 
@@ -127,3 +129,32 @@ def test_seeds_of_a_configuration_are_one_program_equal_to_separate_runs(tiny_da
                                [a for _, a in alone['fg_trace']], rtol=1e-5)
   # A second call reads the cached rows (JSON: tuples come back as lists), not a retrain.
   assert run([0, 1], 'together') == json.loads(json.dumps(together))
+
+
+def test_a_stopped_run_is_one_error_line_and_the_rerun_resumes_it(tiny_data_dir, tmp_path,
+                                                                   monkeypatch):
+  """SIGTERM / Ctrl-C stops the loop with a checkpoint and no results: run_seeds says so in
+  one line (was a KeyError on the missing mAP) and caches nothing; the same call again
+  resumes the run, and its rows are those of the uninterrupted run."""
+  shrink = [('model.dim', 16), ('model.num_units', 4), ('data.max_snippets', 32),
+            ('batch_size', 8), ('data.eval_batch_size', 8), ('optim.learning_rate', 1e-4),
+            ('data.eval_buckets', [64, 128, 256])]
+  run = lambda name: robustness.run_seeds(
+      'tiny', 'small', 'mil', [0], 4, 0, tiny_data_dir, str(tmp_path / name), shrink)
+  real_should_stop = train_loop._Preemption.should_stop
+
+  def stop_at_step_2(self, step, every):
+    if step == 2:
+      self.requested = 'SIGTERM'  # as the loop's own handler records a signal
+    return real_should_stop(self, step, every)
+
+  with monkeypatch.context() as m:
+    m.setattr(train_loop._Preemption, 'should_stop', stop_at_step_2)
+    with pytest.raises(errors.TrainingError, match=r'stopped by SIGTERM at step 2 of 4 .*'
+                       r'rerun the same command to resume'):
+      run('stopped')
+  assert not (tmp_path / 'stopped' / robustness.ROW_FILE).exists()
+  resumed, = run('stopped')
+  uninterrupted, = run('uninterrupted')
+  assert resumed['avg_0.1:0.7'] == pytest.approx(uninterrupted['avg_0.1:0.7'], abs=1e-4)
+  assert resumed['fg_auc'] == pytest.approx(uninterrupted['fg_auc'], abs=1e-4)

@@ -9,7 +9,7 @@ Expect: a train step of 8.9 ms on one H200 (batch 16 x 750 snippets, BENCHMARKS.
         batch 2 on 2 CPU cores. mAP on the real THUMOS14 features: not measured (they cannot
         be downloaded here); the paper reports avg mAP 0.1:0.5 of 52.1. On the few-video
         regime built on the real THUMOS14 annotations (docs/robustness.md, 300 steps):
-        mil 50.3 +- 2.2, AUMN 51.3 +- 4.6 avg mAP 0.1:0.7, about 15 / 40 min per run on one
+        mil 51.1 +- 0.1, AUMN 51.8 +- 4.3 avg mAP 0.1:0.7, about 15 / 40 min per run on one
         CPU core.
 """
 import ml_collections

@@ -54,6 +54,7 @@ def validate_config(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
        f'config.loss.guide_form={config.loss.guide_form!r}: not one of {losses.GUIDE_FORMS}'),
       (config.loss.guide_steps >= 0, 'config.loss.guide_steps must be >= 0'),
       (config.loss.guide_center_steps >= 0, 'config.loss.guide_center_steps must be >= 0'),
+      (config.optim.cosine_steps >= 0, 'config.optim.cosine_steps must be >= 0'),
       (config.compute_dtype in models.COMPUTE_DTYPES,
        f'config.compute_dtype={config.compute_dtype!r}: not one of {models.COMPUTE_DTYPES}'),
       (len(config.profile_steps) == 2 and 0 <= config.profile_steps[0] <= config.profile_steps[1],
@@ -110,7 +111,7 @@ MAY_CHANGE = ('num_train_steps', 'log_every_steps', 'eval_every_steps', 'checkpo
 ADDED_LATER = {'model.unit_init': 'lecun', 'model.shared_classifier': False,
                'loss.guide_center': False, 'compute_dtype': 'float32', 'num_seeds': 1,
                'model.suppress': 'features', 'loss.guide_center_steps': 0,
-               'model.unit_context': False}
+               'model.unit_context': False, 'optim.cosine_steps': 0}
 
 
 def _flatten(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:

@@ -39,12 +39,22 @@ class TrainState(train_state.TrainState):
   # {} for mil with another fg_norm): moved by the model, not the optimizer
 
 
+def learning_rate(optim_cfg: ml_collections.ConfigDict) -> optax.ScalarOrSchedule:
+  """optim.learning_rate, constant (SPEC §4); with optim.cosine_steps > 0 it decays along a
+  cosine to 0 over that many steps and stays 0 after (a run of exactly that many steps ends
+  with a learning rate of ~0). The horizon is its own field, not num_train_steps, so extending a
+  resumed run does not bend the schedule behind it."""
+  if optim_cfg.cosine_steps > 0:
+    return optax.cosine_decay_schedule(optim_cfg.learning_rate, optim_cfg.cosine_steps)
+  return optim_cfg.learning_rate
+
+
 def make_optimizer(optim_cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
   # Adam with classic L2 weight decay (SPEC §4, PyTorch's Adam(weight_decay=...)): the decay is
   # added to the gradient before Adam's normalisation, not decoupled as in AdamW.
   return optax.chain(
       optax.add_decayed_weights(optim_cfg.weight_decay),
-      optax.adam(optim_cfg.learning_rate))
+      optax.adam(learning_rate(optim_cfg)))
 
 
 def create_train_state(config: ml_collections.ConfigDict, num_classes: int,

@@ -71,7 +71,7 @@ IMPLEMENTED = {
     'loss.lambda_read': None, 'loss.lambda_guide': None,
     'loss.guide_form': GUIDE_FORMS, 'loss.guide_classes': GUIDE_CLASSES,
     'loss.guide_center': None, 'loss.guide_center_steps': None, 'loss.guide_steps': None,
-    'optim.learning_rate': None, 'optim.weight_decay': None,
+    'optim.learning_rate': None, 'optim.weight_decay': None, 'optim.cosine_steps': (0,),
 }
 
 

@@ -108,6 +108,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict(dict(
       learning_rate=1e-4,
       weight_decay=5e-4,          # L2 added to the loss gradient (Adam + L2, SPEC §4)
+      cosine_steps=0,             # > 0: lr decays along a cosine to 0 over these steps (SPEC: 0)
   ))
 
   c.localization = ml_collections.ConfigDict(dict(

@@ -599,3 +599,7 @@ def test_a_config_key_the_twin_does_not_know_is_refused_where_it_enters():
   config.optim.schedule = 'cosine'
   with pytest.raises(ValueError, match=r"^config\.optim\.schedule='cosine': not implemented"):
     torch_aumn.make_optimizer(torch_aumn.create_model(config, C), config.optim)
+  config = _config(*DEFAULT)  # a field the twin knows, a value it does not mirror
+  config.optim.cosine_steps = 300
+  with pytest.raises(ValueError, match=r'^config\.optim\.cosine_steps=300: not implemented'):
+    torch_aumn.make_optimizer(torch_aumn.create_model(config, C), config.optim)

@@ -510,6 +510,7 @@ def test_bfloat16_compute_trains_like_float32(uninterrupted, tmp_path):
     ('data.eval_batch_size', 0, 'config.data.eval_batch_size=0: must be > 0'),
     ('data.synthetic_seed', -1, 'config.data.synthetic_seed=-1: must be >= 0'),
     ('loss.guide_center_steps', -1, 'config.loss.guide_center_steps must be >= 0'),
+    ('optim.cosine_steps', -1, 'config.optim.cosine_steps must be >= 0'),
 ])
 def test_bad_settings_are_refused_before_step_0(key, value, message, tiny_data_dir, tmp_path):
   config = conftest.tiny_config(tiny_data_dir)
@@ -521,6 +522,29 @@ def test_bad_settings_are_refused_before_step_0(key, value, message, tiny_data_d
   with pytest.raises(errors.TrainingError, match=re.escape(message)):
     train_loop.train_and_evaluate(config, str(tmp_path / 'w'))
   assert not os.path.exists(tmp_path / 'w')
+
+
+@pytest.mark.parametrize('cosine_steps', [0, 4])
+def test_each_adam_step_moves_a_weight_by_the_scheduled_learning_rate(cosine_steps):
+  """Under a constant gradient Adam's normalised step is +-1, so a weight moves by exactly the
+  learning rate of that step: lr every step (cosine_steps=0, SPEC), else
+  lr (1 + cos(pi t / T)) / 2 for t < T and 0 after (the closed form, computed here)."""
+  lr, total = 1e-2, 6
+  config = conftest.tiny_config('unused')
+  config.optim.learning_rate, config.optim.weight_decay = lr, 0.0
+  config.optim.cosine_steps = cosine_steps
+  tx = train_step.make_optimizer(config.optim)
+  w = np.zeros(3, np.float32)
+  state = tx.init(w)
+  moved = []
+  for _ in range(total):
+    updates, state = tx.update(np.full(3, 0.5, np.float32), state, w)
+    moved.append(float(-updates[0]))
+    w = w + np.asarray(updates)
+  t = np.arange(total)
+  want = (np.full(total, lr) if not cosine_steps else
+          np.where(t < cosine_steps, lr * (1 + np.cos(np.pi * t / max(cosine_steps, 1))) / 2, 0))
+  np.testing.assert_allclose(moved, want, rtol=1e-5, atol=1e-9)
 
 
 def test_profile_steps_trace_that_window_and_bad_windows_are_refused(tiny_data_dir, tmp_path):

@@ -10,6 +10,12 @@ from aumn_jax import train_loop
 from benchmarks import robustness
 
 
+# The tiny data's runs: a small model, short clips (overrides of robustness.make_config).
+_SHRINK = [('model.dim', 16), ('model.num_units', 4), ('data.max_snippets', 32),
+           ('batch_size', 8), ('data.eval_batch_size', 8), ('optim.learning_rate', 1e-4),
+           ('data.eval_buckets', [64, 128, 256])]
+
+
 def _pairwise_auc(scores, positive):
   pos, neg = scores[positive], scores[~positive]
   wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
@@ -109,11 +115,8 @@ def test_seeds_of_a_configuration_are_one_program_equal_to_separate_runs(tiny_da
                                                                           tmp_path):
   """run_seeds([0, 1]) trains one num_seeds=2 program whose per-seed rows are the rows of
   run_seeds([0]) and run_seeds([1]); a second call reads the cached rows."""
-  shrink = [('model.dim', 16), ('model.num_units', 4), ('data.max_snippets', 32),
-            ('batch_size', 8), ('data.eval_batch_size', 8), ('optim.learning_rate', 1e-4),
-            ('data.eval_buckets', [64, 128, 256])]
   run = lambda seeds, name: robustness.run_seeds(
-      'tiny', 'small', 'aumn', seeds, 4, 0, tiny_data_dir, str(tmp_path / name), shrink)
+      'tiny', 'small', 'aumn', seeds, 4, 0, tiny_data_dir, str(tmp_path / name), _SHRINK)
   assert robustness.consecutive([0, 1, 2, 5, 7, 8]) == [[0, 1, 2], [5], [7, 8]]
   assert robustness.program_dir([0, 1, 2]) == 'seeds_0-2'
   assert robustness.program_dir([5]) == 'seed_5'
@@ -136,11 +139,8 @@ def test_a_stopped_run_is_one_error_line_and_the_rerun_resumes_it(tiny_data_dir,
   """SIGTERM / Ctrl-C stops the loop with a checkpoint and no results: run_seeds says so in
   one line (was a KeyError on the missing mAP) and caches nothing; the same call again
   resumes the run, and its rows are those of the uninterrupted run."""
-  shrink = [('model.dim', 16), ('model.num_units', 4), ('data.max_snippets', 32),
-            ('batch_size', 8), ('data.eval_batch_size', 8), ('optim.learning_rate', 1e-4),
-            ('data.eval_buckets', [64, 128, 256])]
   run = lambda name: robustness.run_seeds(
-      'tiny', 'small', 'mil', [0], 4, 0, tiny_data_dir, str(tmp_path / name), shrink)
+      'tiny', 'small', 'mil', [0], 4, 0, tiny_data_dir, str(tmp_path / name), _SHRINK)
   real_should_stop = train_loop._Preemption.should_stop
 
   def stop_at_step_2(self, step, every):

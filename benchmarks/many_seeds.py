@@ -21,6 +21,7 @@ a fresh --workdir to time.
 import datetime
 import json
 import os
+import re
 import shlex
 import statistics
 import subprocess
@@ -37,18 +38,22 @@ from aumn_jax import errors
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('config', 'configs/synthetic.py', 'The config file of every run.')
-flags.DEFINE_integer('seeds', 5, 'N: seeds per program.', lower_bound=2)
-flags.DEFINE_integer('seed', 0, 'The first seed S.', lower_bound=0)
-flags.DEFINE_string('workdir', '/tmp/aumn_many_seeds', 'One workdir per run under here.')
-flags.DEFINE_string('json', None, 'Write the results here as JSON.')
-flags.DEFINE_string('markdown', None, 'Write the table here.')
-flags.DEFINE_multi_string('set', [], 'KEY=VALUE: --config.KEY=VALUE for every run.')
 
 
-def train(workdir: str, overrides: Sequence[str]) -> dict[str, Any]:
-  """One train.py process; its wall time, training time and results.json."""
-  cmd = [sys.executable, 'train.py', f'--config={FLAGS.config}', f'--workdir={workdir}',
+def define_flags() -> None:  # at run time, not import: tests import this module beside others
+  flags.DEFINE_string('config', 'configs/synthetic.py', 'The config file of every run.')
+  flags.DEFINE_integer('seeds', 5, 'N: seeds per program.', lower_bound=2)
+  flags.DEFINE_integer('seed', 0, 'The first seed S.', lower_bound=0)
+  flags.DEFINE_string('workdir', '/tmp/aumn_many_seeds', 'One workdir per run under here.')
+  flags.DEFINE_string('json', None, 'Write the results here as JSON.')
+  flags.DEFINE_string('markdown', None, 'Write the table here.')
+  flags.DEFINE_multi_string('set', [], 'KEY=VALUE: --config.KEY=VALUE for every run.')
+
+
+def train(workdir: str, config: str, overrides: Sequence[str]) -> dict[str, Any]:
+  """One train.py process of config file `config`; its wall time, training time and
+  results.json."""
+  cmd = [sys.executable, 'train.py', f'--config={config}', f'--workdir={workdir}',
          *(f'--config.{o}' for o in overrides)]
   print('$ ' + shlex.join(cmd), flush=True)
   start = time.perf_counter()
@@ -62,6 +67,13 @@ def train(workdir: str, overrides: Sequence[str]) -> dict[str, Any]:
     if proc.returncode == 2:  # its command line, i.e. --config / --set here
       raise app.UsageError(f'train.py --workdir={workdir}: {why}')
     raise errors.UserError(f'train.py --workdir={workdir} failed: {why}')
+  # SIGTERM (a preemption) exits 0 after its save: the run is not finished and its results.json,
+  # if any, is an earlier one's.
+  stopped = re.search(r'(SIG[A-Z]+): saved a checkpoint at step (\d+)', proc.stdout + proc.stderr)
+  if stopped:
+    raise errors.UserError(f'train.py --workdir={workdir}: stopped by {stopped[1]} at step '
+                           f'{stopped[2]} (its checkpoint is saved); rerun the same command to '
+                           'resume it')
   with open(os.path.join(workdir, 'results.json'), encoding='utf-8') as f:
     results = json.load(f)
   return {'command': shlex.join(cmd), 'wall_s': wall, 'train_s': training_seconds(workdir),
@@ -127,9 +139,9 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.check_output_paths(json=FLAGS.json, markdown=FLAGS.markdown)
   n, first = FLAGS.seeds, FLAGS.seed
-  together = train(os.path.join(FLAGS.workdir, f'seeds_{first}-{first + n - 1}'),
+  together = train(os.path.join(FLAGS.workdir, f'seeds_{first}-{first + n - 1}'), FLAGS.config,
                    [*FLAGS.set, f'num_seeds={n}', f'seed={first}'])
-  separate = [train(os.path.join(FLAGS.workdir, f'seed_{first + i}'),
+  separate = [train(os.path.join(FLAGS.workdir, f'seed_{first + i}'), FLAGS.config,
                     [*FLAGS.set, f'seed={first + i}']) for i in range(n)]
   report = {'date': datetime.datetime.now().isoformat(timespec='seconds'),
             'command': 'python -m benchmarks.many_seeds ' + ' '.join(sys.argv[1:]),
@@ -146,4 +158,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   cli.run(main)

@@ -4,7 +4,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 import conftest
+from aumn_jax import errors
 
 _SCRIPT = textwrap.dedent('''
     from absl import flags
@@ -145,3 +148,17 @@ def test_a_flag_file_that_cannot_be_read_is_one_line_naming_it(tmp_path):
     assert proc.returncode == 2, (script, proc.stderr)
     assert proc.stderr.strip() == (
         f'error: --flagfile={args[-1].split("=")[-1]}: cannot read this flag file ({why})')
+
+
+def test_many_seeds_says_a_train_py_stopped_by_sigterm_is_unfinished(tmp_path, monkeypatch):
+  """train.py exits 0 on SIGTERM, after `SIGTERM: saved a checkpoint at step N; rerun to
+  resume` (train_test checks that line): many_seeds must not read that run's results.json."""
+  from benchmarks import many_seeds  # pylint: disable=g-import-not-at-top
+  (tmp_path / 'results.json').write_text('{"average_map": 0.5}')  # an earlier run's
+  stopped = subprocess.CompletedProcess(
+      [], 0, stdout='', stderr='SIGTERM: saved a checkpoint at step 7; rerun to resume\n')
+  monkeypatch.setattr(many_seeds.subprocess, 'run', lambda *a, **k: stopped)
+  with pytest.raises(errors.UserError, match=(
+      rf'^train.py --workdir={tmp_path}: stopped by SIGTERM at step 7 \(its checkpoint is '
+      r'saved\); rerun the same command to resume it$')):
+    many_seeds.train(str(tmp_path), 'configs/synthetic.py', [])

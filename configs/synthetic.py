@@ -4,8 +4,9 @@ Run:    python train.py --config=configs/synthetic.py --workdir=/tmp/aumn/synthe
         (no download: the synthetic `thumos` preset is generated and built into data_dir once)
 Sizes:  D=256, L=16 -> unit classifiers L*D*(C+1) = 86k params; a few minutes on 2 CPU cores.
 Expect: avg mAP 0.1:0.7 69.9 for seed 0 (69.5 +- 1.9 over seeds 0-4, README's headline:
-        70.1 / 66.3 / 70.5 / 70.3 / 70.6; model.fg_norm='batch'), 3.5-3.7 min of training on one CPU core while the other core was busy, plus ~1 min of
-        start-up and evaluations, plus generating the 0.8 GB dataset on first use.
+        70.1 / 66.3 / 70.5 / 70.3 / 70.6; model.fg_norm='batch'), 3.5-3.7 min of training on
+        one CPU core while the other core was busy, plus ~1 min of start-up and evaluations,
+        plus generating the 0.8 GB dataset on first use.
 """
 import ml_collections
 

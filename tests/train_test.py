@@ -15,6 +15,7 @@ import textwrap
 import time
 
 import jax
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -530,10 +531,8 @@ def test_each_adam_step_moves_a_weight_by_the_scheduled_learning_rate(cosine_ste
   learning rate of that step: lr every step (cosine_steps=0, SPEC), else
   lr (1 + cos(pi t / T)) / 2 for t < T and 0 after (the closed form, computed here)."""
   lr, total = 1e-2, 6
-  config = conftest.tiny_config('unused')
-  config.optim.learning_rate, config.optim.weight_decay = lr, 0.0
-  config.optim.cosine_steps = cosine_steps
-  tx = train_step.make_optimizer(config.optim)
+  tx = train_step.make_optimizer(ml_collections.ConfigDict(
+      dict(learning_rate=lr, weight_decay=0.0, cosine_steps=cosine_steps)))
   w = np.zeros(3, np.float32)
   state = tx.init(w)
   moved = []
@@ -543,7 +542,7 @@ def test_each_adam_step_moves_a_weight_by_the_scheduled_learning_rate(cosine_ste
     w = w + np.asarray(updates)
   t = np.arange(total)
   want = (np.full(total, lr) if not cosine_steps else
-          np.where(t < cosine_steps, lr * (1 + np.cos(np.pi * t / max(cosine_steps, 1))) / 2, 0))
+          np.where(t < cosine_steps, lr * (1 + np.cos(np.pi * t / cosine_steps)) / 2, 0))
   np.testing.assert_allclose(moved, want, rtol=1e-5, atol=1e-9)
 
 

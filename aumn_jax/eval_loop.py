@@ -2,7 +2,8 @@
 
 `predict` runs the jitted eval step over a split (bucketed shapes, every process its share);
 `localize_and_evaluate` turns per-snippet scores into proposals (localization.py) and scores
-them (evaluation.py); `write_results` writes proposals_<split>.json, the ground truth they
+them (evaluation.py); `attention_auc` measures how well the foreground attention alone ranks
+action snippets above background ones (logged at every evaluation as `fg_auc`); `write_results` writes proposals_<split>.json, the ground truth they
 were scored against and results.json (formats.py), and prints the table. `evaluate_checkpoint`
 is evaluate.py's path: restore a checkpoint of a workdir and do the same, so its numbers equal
 the in-training evaluation of that checkpoint. train_loop.py keeps only the cadence.
@@ -92,26 +93,67 @@ def localize_and_evaluate(outputs, split, config: ml_collections.ConfigDict):
   return results, scored
 
 
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+  """Mann-Whitney ROC AUC: the probability that a positive scores above a negative, ties
+  counted 1/2 (average ranks); NaN without both classes."""
+  n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+  if not n_pos or not n_neg:
+    return float('nan')
+  order = np.argsort(scores, kind='stable')
+  ranks = np.empty(len(scores), np.float64)
+  sorted_scores = scores[order]
+  # Average rank within runs of equal scores.
+  starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+  ends = np.r_[starts[1:], len(scores)]
+  for s, e in zip(starts, ends):
+    ranks[order[s:e]] = (s + e + 1) / 2.0
+  return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def attention_auc(outputs: dict[str, dict[str, np.ndarray]],
+                  split: data.VideoSplit) -> Optional[float]:
+  """ROC AUC of the foreground attention a against the ground truth, pooled over every snippet
+  of the split (a snippet is an action snippet when it lies at least half inside an instance:
+  VideoSplit.snippet_classes). None when the split has no action or no background snippet.
+
+  Issue 9's measure of whether a tells action from background across videos; it reads the
+  annotations, so like the mAP it is a test-split number, not one to choose settings on.
+  """
+  scores, labels = [], []
+  for i, video_id in enumerate(split.video_ids):
+    fg = np.asarray(outputs[video_id]['fg'], np.float64)
+    scores.append(fg)
+    labels.append(split.snippet_classes(i, len(fg)).any(axis=-1))
+  value = roc_auc(np.concatenate(scores), np.concatenate(labels))
+  return None if np.isnan(value) else value
+
+
 # Keys of an evaluation that describe one run's predictions, not the seeds' summary: left out
 # of metrics.jsonl (results.json keeps them).
 PER_RUN_KEYS = ('ap_per_class', 'num_ground_truth', 'num_predictions')
 
 
-def summarize(scored: list[evaluation.Evaluation], seeds: list[int]) -> dict[str, Any]:
-  """One seed: its Evaluation.to_dict(). Several: `map` and `average_map` are means over
-  seeds, `map_std` / `average_map_std` sample stds (ddof 1), `per_seed` [{seed, map,
-  average_map}] in seed order."""
+def summarize(scored: list[evaluation.Evaluation], seeds: list[int],
+              fg_aucs: list[Optional[float]]) -> dict[str, Any]:
+  """One seed: its Evaluation.to_dict() and `fg_auc` (attention_auc). Several: `map`,
+  `average_map` and `fg_auc` are means over seeds, `map_std` / `average_map_std` /
+  `fg_auc_std` sample stds (ddof 1), `per_seed` [{seed, map, average_map, fg_auc}] in seed
+  order. An undefined AUC (None) makes the seeds' mean None too."""
   if len(scored) == 1:
-    return scored[0].to_dict()
+    return {**scored[0].to_dict(), 'fg_auc': fg_aucs[0]}
   maps = np.array([e.map for e in scored], np.float64)
   averages = np.array([e.average_map for e in scored], np.float64)
+  defined = None not in fg_aucs
+  aucs = np.array(fg_aucs if defined else [], np.float64)
   return {
       'tiou_thresholds': [float(t) for t in scored[0].tiou_thresholds],
       'map': maps.mean(axis=0).tolist(), 'average_map': float(averages.mean()),
       'map_std': maps.std(axis=0, ddof=1).tolist(), 'average_map_std': float(averages.std(ddof=1)),
+      'fg_auc': float(aucs.mean()) if defined else None,
+      'fg_auc_std': float(aucs.std(ddof=1)) if defined else None,
       'num_seeds': len(seeds),
-      'per_seed': [{'seed': int(s), 'map': m.tolist(), 'average_map': float(a)}
-                   for s, m, a in zip(seeds, maps, averages)]}
+      'per_seed': [{'seed': int(s), 'map': m.tolist(), 'average_map': float(a), 'fg_auc': u}
+                   for s, m, a, u in zip(seeds, maps, averages, fg_aucs)]}
 
 
 def format_average(summary: dict[str, Any]) -> str:
@@ -120,6 +162,16 @@ def format_average(summary: dict[str, Any]) -> str:
     return f'{100 * summary["average_map"]:.2f}'
   return (f'{100 * summary["average_map"]:.2f} ± {100 * summary["average_map_std"]:.2f} over '
           f'{summary["num_seeds"]} seeds')
+
+
+def format_auc(summary: dict[str, Any]) -> str:
+  """'0.812', '0.805 ± 0.021 over 3 seeds', or 'undefined' (no action or no background
+  snippet in the split)."""
+  if summary['fg_auc'] is None:
+    return 'undefined (the split has no action or no background snippet)'
+  if 'per_seed' not in summary:
+    return f'{summary["fg_auc"]:.3f}'
+  return f'{summary["fg_auc"]:.3f} ± {summary["fg_auc_std"]:.3f} over {summary["num_seeds"]} seeds'
 
 
 def seed_dir(workdir: str, seed: int, num_seeds: int) -> str:
@@ -149,11 +201,11 @@ def protocol_for(tiou_thresholds) -> Optional[evaluation.Protocol]:
   return None
 
 
-def write_results(config, workdir, step, results, scored, split, *, best=(None, None),
-                  label='final') -> dict[str, Any]:
+def write_results(config, workdir, step, results, scored, fg_aucs, split, *,
+                  best=(None, None), label='final') -> dict[str, Any]:
   """proposals_<split>.json, ground_truth_<split>.json, results.json and the printed table.
 
-  `results` and `scored` hold one entry per seed. The ground truth is the one the proposals
+  `results`, `scored` and `fg_aucs` (attention_auc) hold one entry per seed. The ground truth is the one the proposals
   were scored against, so `evaluate.py --ground_truth W/ground_truth_test.json --proposals
   W/proposals_test.json --drop_unknown_labels` reproduces results.json from the files alone
   (several seeds: W/seed_<seed>/ holds each seed's three files, W/results.json the summary).
@@ -162,7 +214,7 @@ def write_results(config, workdir, step, results, scored, split, *, best=(None, 
   beside the headline (final) numbers and labelled as the optimistic choice it is.
   """
   seeds = train_step_lib.seeds(config)
-  summary = {**summarize(scored, seeds), 'step': int(step)}
+  summary = {**summarize(scored, seeds, fg_aucs), 'step': int(step)}
   if best[0] is not None:
     summary['best_by_test_map'] = {
         'step': int(best[0]), 'average_map': float(best[1]),
@@ -170,7 +222,7 @@ def write_results(config, workdir, step, results, scored, split, *, best=(None, 
   if jax.process_index() == 0:
     split_name = config.data.eval_split
     truth = data.ground_truth(split, split_name)
-    for seed, seed_results, seed_scored in zip(seeds, results, scored):
+    for seed, seed_results, seed_scored, seed_auc in zip(seeds, results, scored, fg_aucs):
       out_dir = seed_dir(workdir, seed, len(seeds))
       os.makedirs(out_dir, exist_ok=True)
       formats.write_proposals(os.path.join(out_dir, f'proposals_{split_name}.json'),
@@ -178,7 +230,8 @@ def write_results(config, workdir, step, results, scored, split, *, best=(None, 
       formats.write_json(os.path.join(out_dir, f'ground_truth_{split_name}.json'), truth)
       if len(seeds) > 1:
         formats.write_json(os.path.join(out_dir, 'results.json'),
-                           {**seed_scored.to_dict(), 'seed': int(seed), 'step': int(step)})
+                           {**seed_scored.to_dict(), 'fg_auc': seed_auc, 'seed': int(seed),
+                            'step': int(step)})
     formats.write_json(os.path.join(workdir, 'results.json'), summary)
     names = dict(ground_truth_name=f'{config.data.dataset}/{split_name}',
                  proposals_name=f'step {step} ({label})')
@@ -187,6 +240,8 @@ def write_results(config, workdir, step, results, scored, split, *, best=(None, 
           scored[0], protocol=protocol_for(scored[0].tiou_thresholds), **names), flush=True)
     else:
       print(format_seeds_table(summary, **names), flush=True)
+    print(f'foreground attention a vs ground-truth snippets: ROC AUC {format_auc(summary)}',
+          flush=True)
     if best[0] is not None:
       print(f'best-by-test-mAP checkpoint (optimistic): step {best[0]}, '
             f'average mAP {100 * best[1]:.2f}', flush=True)
@@ -234,10 +289,12 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *,
         + (f'evaluate another step ({others}) or rerun' if others else 'rerun')
         + ' train.py, which sets it aside and resumes from an earlier one') from e
   _, eval_fn = train_step_lib.jit_steps(config, mesh)
-  localized = [localize_and_evaluate(o, eval_split, config)
-               for o in predict(eval_fn, state, eval_split, config, mesh)]
+  outputs = predict(eval_fn, state, eval_split, config, mesh)
+  localized = [localize_and_evaluate(o, eval_split, config) for o in outputs]
   results, scored = [r for r, _ in localized], [e for _, e in localized]
+  fg_aucs = [attention_auc(o, eval_split) for o in outputs]
   out_dir = os.path.join(workdir, f'eval_step_{step}')
   if jax.process_index() == 0:
     os.makedirs(out_dir, exist_ok=True)
-  return write_results(config, out_dir, step, results, scored, eval_split, label=label)
+  return write_results(config, out_dir, step, results, scored, fg_aucs, eval_split,
+                       label=label)

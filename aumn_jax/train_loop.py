@@ -52,11 +52,12 @@ LOCK_FILE = '.lock'  # W/.lock: held by process 0 for the whole run
 
 class _Evaluated(NamedTuple):
   """One evaluation of the run, one entry per seed: per-video model outputs, the localized
-  results, their mAP; `summary`: eval_loop.summarize of the seeds."""
+  results, their mAP, the attention's AUC; `summary`: eval_loop.summarize of the seeds."""
   step: int
   outputs: list[dict[str, dict[str, np.ndarray]]]
   results: list[dict[str, list[dict[str, Any]]]]
   scored: list[evaluation.Evaluation]
+  fg_aucs: list[Optional[float]]
   summary: dict[str, Any]
 
 
@@ -235,11 +236,12 @@ def _train(config, workdir, mesh, train_split, eval_split) -> dict[str, Any]:
     outputs = eval_loop.predict(eval_fn, state, eval_split, config, mesh)
     localized = [eval_loop.localize_and_evaluate(o, eval_split, config) for o in outputs]
     scored = [e for _, e in localized]
-    summary = eval_loop.summarize(scored, seeds)
+    fg_aucs = [eval_loop.attention_auc(o, eval_split) for o in outputs]
+    summary = eval_loop.summarize(scored, seeds, fg_aucs)
     if log:
       writer.write(step, {k: v for k, v in summary.items() if k not in eval_loop.PER_RUN_KEYS},
                    prefix='eval/')
-    return _Evaluated(step, outputs, [r for r, _ in localized], scored, summary)
+    return _Evaluated(step, outputs, [r for r, _ in localized], scored, fg_aucs, summary)
 
   iterator = input_pipeline.TrainIterator(
       train_split, start_step, seed=config.seed, global_batch_size=config.batch_size,
@@ -287,7 +289,8 @@ def _train(config, workdir, mesh, train_split, eval_split) -> dict[str, Any]:
           progress.set_description_str('evaluating', refresh=True)
           last_eval = evaluate_now(step)
           progress.write(f'step {step}: average mAP '
-                         f'{eval_loop.format_average(last_eval.summary)}')
+                         f'{eval_loop.format_average(last_eval.summary)}, AUC(a) '
+                         f'{eval_loop.format_auc(last_eval.summary)}')
           progress.set_description_str('', refresh=False)
           progress.unpause()  # the ETA and steps/s leave the evaluation's time out
           last_log_time = time.perf_counter()
@@ -310,7 +313,8 @@ def _train(config, workdir, mesh, train_split, eval_split) -> dict[str, Any]:
         _plot(eval_loop.seed_dir(workdir, seed, len(seeds)), outputs, results, eval_split,
               config)
     return eval_loop.write_results(config, workdir, step, last_eval.results, last_eval.scored,
-                                   eval_split, best=(best, best_map), label='final')
+                                   last_eval.fg_aucs, eval_split, best=(best, best_map),
+                                   label='final')
   finally:
     profiler.stop()
     progress.close()

@@ -31,6 +31,8 @@ over seeds:
             (a snippet is action when an instance covers half of it), over all test snippets
   plateau   logged training steps >= 20 with mean a < 0.05 or > 0.95, times the log interval
             (metrics.jsonl `diag_fg_mean`, logged every 10 steps)
+With --eval_every below --steps, a second table gives avg mAP and AUC(a) at each evaluation
+(both from metrics.jsonl's evaluation lines, `average_map` and `fg_auc`).
 A finished program is not retrained (its workdir is reused; its rows are cached in the
 workdir's robustness_rows.json, keyed by the whole config), so an interrupted battery continues.
 """
@@ -216,16 +218,6 @@ def make_config(model: str, head: str, seed: int, steps: int, eval_every: int, d
   return config
 
 
-def snippet_auc(outputs: dict[str, dict[str, np.ndarray]], split: data.VideoSplit) -> float:
-  """ROC AUC of the foreground attention a against ground-truth action snippets (ties: 1/2)."""
-  scores, labels = [], []
-  for i, video_id in enumerate(split.video_ids):
-    fg = np.asarray(outputs[video_id]['fg'], np.float64)
-    scores.append(fg)
-    labels.append(split.snippet_classes(i, len(fg)).any(axis=-1))
-  return auc(np.concatenate(scores), np.concatenate(labels))
-
-
 def unit_specificity(usage: np.ndarray) -> dict[str, float]:
   """Two numbers of a class x unit usage matrix (plotting.class_unit_usage; last row the
   background), both normalised entropies in [0, 1]:
@@ -245,26 +237,10 @@ def unit_specificity(usage: np.ndarray) -> dict[str, float]:
           'unit_sharing': float(np.sum(weight * h(cols, 0)) / np.log(num_classes))}
 
 
-def auc(scores: np.ndarray, positive: np.ndarray) -> float:
-  """Mann-Whitney ROC AUC with average ranks for ties; NaN without both classes."""
-  n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-  if not n_pos or not n_neg:
-    return float('nan')
-  order = np.argsort(scores, kind='stable')
-  ranks = np.empty(len(scores), np.float64)
-  sorted_scores = scores[order]
-  # Average rank within runs of equal scores.
-  starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
-  ends = np.r_[starts[1:], len(scores)]
-  for s, e in zip(starts, ends):
-    ranks[order[s:e]] = (s + e + 1) / 2.0
-  return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
 def read_curves(workdir: str, index: int = 0
-                ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-  """(step, mean a) of every logged training line and (step, average mAP) of every eval, of
-  the run's `index`-th seed."""
+                ) -> tuple[list[tuple[int, float]], list[tuple[int, float, float | None]]]:
+  """(step, mean a) of every logged training line and (step, average mAP, AUC(a)) of every
+  eval, of the run's `index`-th seed (AUC(a) None in logs written before it was logged)."""
   trace, evals = [], []
   with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
     for row in map(json.loads, f):
@@ -273,7 +249,7 @@ def read_curves(workdir: str, index: int = 0
       if 'diag_fg_mean' in row:
         trace.append((int(row['step']), float(row['diag_fg_mean'])))
       if 'average_map' in row:
-        evals.append((int(row['step']), float(row['average_map'])))
+        evals.append((int(row['step']), float(row['average_map']), row.get('fg_auc')))
   return trace, evals
 
 
@@ -363,7 +339,8 @@ def run_seeds(regime, model, head, seeds, steps, eval_every, data_dir, workdir, 
         'regime': regime, 'model': model, 'head': head, 'seed': seed, 'steps': steps,
         'tiou_thresholds': tious, 'map': maps, 'average_map': float(np.mean(maps)),
         'avg_0.1:0.7': average_over(tious, maps, 0.1, 0.7),
-        'top1': video_top1(seed_outputs, split), 'fg_auc': snippet_auc(seed_outputs, split),
+        'top1': video_top1(seed_outputs, split),
+        'fg_auc': eval_loop.attention_auc(seed_outputs, split),
         'plateau_steps': plateau_steps(trace),
         'fg_min': min(after) if after else None, 'fg_max': max(after) if after else None,
         'fg_trace': trace, 'eval_curve': evals, 'wall_s': wall / len(seeds),
@@ -396,8 +373,19 @@ def summarize(rows):
                 'plateau_steps': stat('plateau_steps'),
                 'fg_min': min(r['fg_min'] for r in mine), 'fg_max': max(r['fg_max'] for r in mine),
                 'by_score': {score: mean_std([r['avg_by_score'][score] for r in mine])
-                             for score in scores_of(mine)}})
+                             for score in scores_of(mine)},
+                'curve': eval_curve(mine)})
   return out
+
+
+def eval_curve(rows) -> list[dict[str, Any]]:
+  """Mean ± std over `rows` (one per seed) of avg mAP and AUC(a) at each evaluation step
+  every row logged with both (rows from before AUC(a) was logged have none)."""
+  by_seed = [{e[0]: e[1:] for e in r.get('eval_curve', []) if len(e) > 2 and e[2] is not None}
+             for r in rows]
+  steps = sorted(set.intersection(*(set(c) for c in by_seed))) if by_seed else []
+  return [{'step': step, 'map': mean_std([c[step][0] for c in by_seed]),
+           'fg_auc': mean_std([c[step][1] for c in by_seed])} for step in steps]
 
 
 def scores_of(rows) -> list[str]:
@@ -421,6 +409,16 @@ def markdown(summary, steps, data_seed, command, overrides) -> str:
                  f"{s['plateau_steps'][0]:.0f} ± {s['plateau_steps'][1]:.0f} | "
                  f"{s['fg_min']:.3f} – {s['fg_max']:.3f} |"
                  + ''.join(f' {pct(s["by_score"][x])} |' for x in scores))
+  steps_seen = sorted({c['step'] for s in summary for c in s.get('curve', [])})
+  if len(steps_seen) > 1:  # --eval_every: the evaluations during training too
+    lines += ['', 'At each evaluation (avg mAP 0.1:0.7 % / AUC(a), mean ± std over seeds):', '',
+              '| regime | model | head |' + ''.join(f' step {t} |' for t in steps_seen),
+              '| --- | --- | --- |' + ' --- |' * len(steps_seen)]
+    for s in summary:
+      at = {c['step']: c for c in s.get('curve', [])}
+      lines.append(f"| {s['regime']} | {s['model']} | {s['head']} |" + ''.join(
+          f" {pct(at[t]['map'])} / {at[t]['fg_auc'][0]:.3f} ± {at[t]['fg_auc'][1]:.3f} |"
+          if t in at else ' – |' for t in steps_seen))
   seeds = sorted({x for s in summary for x in s['seeds']})
   note = (f'{steps} steps of batch 16 × 300 snippets, run seeds {seeds}, data seed {data_seed}'
           f"{' (validation battery)' if data_seed == 1 else ''}; mean ± sample std over seeds "

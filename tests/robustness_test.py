@@ -16,25 +16,6 @@ _SHRINK = [('model.dim', 16), ('model.num_units', 4), ('data.max_snippets', 32),
            ('data.eval_buckets', [64, 128, 256])]
 
 
-def _pairwise_auc(scores, positive):
-  pos, neg = scores[positive], scores[~positive]
-  wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-  return wins / (len(pos) * len(neg))
-
-
-def test_auc_equals_the_pairwise_definition_with_ties():
-  rng = np.random.default_rng(0)
-  for _ in range(20):
-    n = int(rng.integers(2, 60))
-    scores = rng.integers(0, 6, n).astype(np.float64)   # many ties
-    positive = rng.random(n) < 0.4
-    if positive.all() or not positive.any():
-      continue
-    np.testing.assert_allclose(robustness.auc(scores, positive),
-                               _pairwise_auc(scores, positive), rtol=1e-12)
-  assert np.isnan(robustness.auc(np.ones(3), np.ones(3, bool)))
-
-
 def test_plateau_counts_logged_steps_outside_the_band_from_step_20():
   trace = [(10, 0.01), (20, 0.02), (30, 0.5), (40, 0.97), (50, 0.95), (60, 0.05)]
   # step 10 is before the window; 20 and 40 are outside [0.05, 0.95]; the edges are inside.
@@ -109,6 +90,31 @@ def test_localization_score_columns_only_for_scores_every_seed_has():
   # Rows scored with nothing extra: the table is today's, column for column.
   plain = robustness.markdown(robustness.summarize([_row(0, 0.4, {})]), 300, 1, 'cmd', [])
   assert 'score=' not in plain
+
+
+def test_evaluations_during_training_are_read_and_tabled(tmp_path):
+  """read_curves takes (step, mAP, AUC(a)) of each eval line (of one seed of a program); the
+  markdown gets a per-step table when there is more than one evaluation; runs whose logs
+  predate the AUC line (2-tuples, or None) add no step."""
+  lines = [{'step': 10, 'diag_fg_mean': 0.4},
+           {'step': 100, 'per_seed': [{'seed': 0, 'average_map': 0.2, 'fg_auc': 0.7},
+                                      {'seed': 1, 'average_map': 0.3, 'fg_auc': 0.8}]},
+           {'step': 200, 'average_map': 0.5}]
+  (tmp_path / 'metrics.jsonl').write_text(''.join(json.dumps(l) + '\n' for l in lines))
+  assert robustness.read_curves(str(tmp_path), 1) == ([(10, 0.4)], [(100, 0.3, 0.8),
+                                                                    (200, 0.5, None)])
+  rows = [{**_row(0, 0.40, {}), 'eval_curve': [(100, 0.20, 0.70), (300, 0.40, 0.80)]},
+          {**_row(1, 0.44, {}), 'eval_curve': [[100, 0.30, 0.74], [300, 0.44, 0.84]]}]
+  summary = robustness.summarize(rows)
+  assert [c['step'] for c in summary[0]['curve']] == [100, 300]
+  np.testing.assert_allclose(summary[0]['curve'][0]['fg_auc'],
+                             [0.72, np.std([0.70, 0.74], ddof=1)])
+  table = robustness.markdown(summary, 300, 1, 'cmd', [])
+  assert '| regime | model | head | step 100 | step 300 |' in table
+  assert '| r | small | mil | 25.0 ± 7.1 / 0.720 ± 0.028 | 42.0 ± 2.8 / 0.820 ± 0.028 |' in table
+  old = [{**r, 'eval_curve': [(300, r['avg_0.1:0.7'])]} for r in rows]  # an older cache
+  assert robustness.summarize(old)[0]['curve'] == []
+  assert 'step 300 |' not in robustness.markdown(robustness.summarize(old), 300, 1, 'cmd', [])
 
 
 def test_seeds_of_a_configuration_are_one_program_equal_to_separate_runs(tiny_data_dir,

@@ -98,8 +98,9 @@ def test_four_seeds_equal_four_runs(four_seeds, single_runs, tmp_path, where):
   # The per-seed evaluation is each single run's evaluation.
   results = _json(os.path.join(workdir, 'results.json'))
   for entry, (_, single_dir) in zip(results['per_seed'], single_runs):
-    assert entry['average_map'] == pytest.approx(
-        _json(os.path.join(single_dir, 'results.json'))['average_map'], abs=1e-4)
+    single = _json(os.path.join(single_dir, 'results.json'))
+    assert entry['average_map'] == pytest.approx(single['average_map'], abs=1e-4)
+    assert entry['fg_auc'] == pytest.approx(single['fg_auc'], abs=1e-4)
 
 
 def test_results_schema_and_files(four_seeds):
@@ -113,12 +114,16 @@ def test_results_schema_and_files(four_seeds):
   np.testing.assert_allclose(results['map_std'], maps.std(0, ddof=1), atol=1e-12)
   assert results['average_map'] == pytest.approx(averages.mean(), abs=1e-12)
   assert results['average_map_std'] == pytest.approx(averages.std(ddof=1), abs=1e-12)
+  aucs = np.array([e['fg_auc'] for e in per_seed])
+  assert results['fg_auc'] == pytest.approx(aucs.mean(), abs=1e-12)
+  assert results['fg_auc_std'] == pytest.approx(aucs.std(ddof=1), abs=1e-12)
   assert summary['average_map'] == results['average_map'] and results['step'] == 4
   assert results['best_by_test_map']['average_map'] == pytest.approx(results['average_map'])
   for entry in per_seed:  # W/seed_<s>/: what a single run of seed s writes into W
     seed_dir = os.path.join(workdir, f'seed_{entry["seed"]}')
     own = _json(os.path.join(seed_dir, 'results.json'))
     assert own['seed'] == entry['seed'] and own['average_map'] == entry['average_map']
+    assert own['fg_auc'] == entry['fg_auc']
     assert 'results' in _json(os.path.join(seed_dir, 'proposals_test.json'))
     assert os.path.exists(os.path.join(seed_dir, 'ground_truth_test.json'))
     assert 'class_unit_usage.png' in os.listdir(os.path.join(seed_dir, 'plots'))

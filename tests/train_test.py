@@ -23,6 +23,7 @@ import pytest
 import conftest
 from aumn_jax import checkpointing
 from aumn_jax import config_checks
+from aumn_jax import data
 from aumn_jax import errors
 from aumn_jax import eval_loop
 from aumn_jax import losses
@@ -70,6 +71,42 @@ def test_run_writes_its_outputs(uninterrupted):
   assert usage['rows'][-1] == 'background' and len(usage['usage'][0]) == config.model.num_units
   pngs = [p for p in plots if p.endswith('.png')]
   assert len(pngs) == config.evaluation.num_plots + 1 and len(plots) == len(pngs) + 1
+
+
+def test_evaluations_report_the_attention_auc(uninterrupted):
+  """Each evaluation logs fg_auc, results.json holds the final one, and it equals the pairwise
+  AUC of the final checkpoint's a against snippets labelled from W/ground_truth_test.json."""
+  config, workdir, summary = uninterrupted
+  evals = [l for l in conftest.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+           if 'average_map' in l]
+  with open(os.path.join(workdir, 'results.json'), encoding='utf-8') as f:
+    results = json.load(f)
+  assert evals[-1]['fg_auc'] == results['fg_auc'] == summary['fg_auc']
+  mesh = parallel.make_mesh()
+  split = data.load_split(config.data.data_dir, config.data.dataset, config.data.eval_split)
+  manager = checkpointing.create_manager(workdir, read_only=True)
+  state = checkpointing.restore(manager, manager.latest_step(),
+                                train_step.init_state(config, split.num_classes, mesh))
+  _, eval_fn = train_step.jit_steps(config, mesh)
+  outputs, = eval_loop.predict(eval_fn, state, split, config, mesh)
+  with open(os.path.join(workdir, 'ground_truth_test.json'), encoding='utf-8') as f:
+    database = json.load(f)['database']
+  scores, positive = [], []
+  for i, video_id in enumerate(split.video_ids):
+    meta = split.meta(i)
+    seconds = float(meta['snippet_stride']) / float(meta['fps'])
+    segments = [a['segment'] for a in database[video_id]['annotations']]
+    for t, a in enumerate(outputs[video_id]['fg']):  # at least half inside one instance
+      overlap = max([min((t + 1) * seconds, e) - max(t * seconds, s) for s, e in segments],
+                    default=0.0)
+      scores.append(float(a))
+      positive.append(overlap >= 0.5 * seconds)
+  scores, positive = np.array(scores), np.array(positive)
+  assert 0 < positive.sum() < len(positive)
+  pos, neg = scores[positive], scores[~positive]
+  pairwise = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (
+      len(pos) * len(neg))
+  assert results['fg_auc'] == pytest.approx(pairwise, abs=1e-9)
 
 
 def test_the_files_of_a_run_reproduce_its_results_in_the_numpy_evaluator(uninterrupted):
@@ -635,6 +672,7 @@ def test_evaluate_checkpoint_reproduces_the_training_numbers(uninterrupted):
   config, workdir, summary = uninterrupted
   latest = eval_loop.evaluate_checkpoint(config, workdir)
   assert latest['map'] == summary['map'] and latest['step'] == 4  # exactly, not approximately
+  assert latest['fg_auc'] == summary['fg_auc']
   with open(os.path.join(workdir, 'eval_step_4', 'results.json'), encoding='utf-8') as f:
     assert json.load(f)['average_map'] == summary['average_map']
   best = eval_loop.evaluate_checkpoint(config, workdir, best=True)

@@ -3,8 +3,9 @@
 `predict` runs the jitted eval step over a split (bucketed shapes, every process its share);
 `localize_and_evaluate` turns per-snippet scores into proposals (localization.py) and scores
 them (evaluation.py); `attention_auc` measures how well the foreground attention alone ranks
-action snippets above background ones (logged at every evaluation as `fg_auc`); `write_results` writes proposals_<split>.json, the ground truth they
-were scored against and results.json (formats.py), and prints the table. `evaluate_checkpoint`
+action snippets above background ones (logged at every evaluation as `fg_auc`);
+`write_results` writes proposals_<split>.json, the ground truth they were scored against and
+results.json (formats.py), and prints the table. `evaluate_checkpoint`
 is evaluate.py's path: restore a checkpoint of a workdir and do the same, so its numbers equal
 the in-training evaluation of that checkpoint. train_loop.py keeps only the cadence.
 
@@ -171,7 +172,8 @@ def format_auc(summary: dict[str, Any]) -> str:
     return 'undefined (the split has no action or no background snippet)'
   if 'per_seed' not in summary:
     return f'{summary["fg_auc"]:.3f}'
-  return f'{summary["fg_auc"]:.3f} ± {summary["fg_auc_std"]:.3f} over {summary["num_seeds"]} seeds'
+  return (f'{summary["fg_auc"]:.3f} ± {summary["fg_auc_std"]:.3f} over '
+          f'{summary["num_seeds"]} seeds')
 
 
 def seed_dir(workdir: str, seed: int, num_seeds: int) -> str:
@@ -205,9 +207,9 @@ def write_results(config, workdir, step, results, scored, fg_aucs, split, *,
                   best=(None, None), label='final') -> dict[str, Any]:
   """proposals_<split>.json, ground_truth_<split>.json, results.json and the printed table.
 
-  `results`, `scored` and `fg_aucs` (attention_auc) hold one entry per seed. The ground truth is the one the proposals
-  were scored against, so `evaluate.py --ground_truth W/ground_truth_test.json --proposals
-  W/proposals_test.json --drop_unknown_labels` reproduces results.json from the files alone
+  `results`, `scored` and `fg_aucs` (attention_auc) hold one entry per seed. The ground truth
+  is the one the proposals were scored against, so `evaluate.py --ground_truth
+  W/ground_truth_test.json --proposals W/proposals_test.json --drop_unknown_labels` reproduces results.json from the files alone
   (several seeds: W/seed_<seed>/ holds each seed's three files, W/results.json the summary).
 
   `best` = (step, average mAP, the mean over seeds) of the best-by-test checkpoint, reported

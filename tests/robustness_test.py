@@ -111,7 +111,8 @@ def test_evaluations_during_training_are_read_and_tabled(tmp_path):
                              [0.72, np.std([0.70, 0.74], ddof=1)])
   table = robustness.markdown(summary, 300, 1, 'cmd', [])
   assert '| regime | model | head | step 100 | step 300 |' in table
-  assert '| r | small | mil | 25.0 ± 7.1 / 0.720 ± 0.028 | 42.0 ± 2.8 / 0.820 ± 0.028 |' in table
+  assert ('| r | small | mil | 25.0 ± 7.1 / 0.720 ± 0.028 | 42.0 ± 2.8 / 0.820 ± 0.028 |'
+          in table)
   old = [{**r, 'eval_curve': [(300, r['avg_0.1:0.7'])]} for r in rows]  # an older cache
   assert robustness.summarize(old)[0]['curve'] == []
   assert 'step 300 |' not in robustness.markdown(robustness.summarize(old), 300, 1, 'cmd', [])

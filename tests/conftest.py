@@ -140,3 +140,11 @@ def assert_trees_close(a, b, atol):
 def read_jsonl(path):
   with open(path, encoding='utf-8') as f:
     return [json.loads(line) for line in f]
+
+
+def pairwise_auc(scores, positive):
+  """ROC AUC by its definition, independent of eval_loop.roc_auc's ranks: P(a positive scores
+  above a negative) + P(tie) / 2, over every pair."""
+  pos, neg = scores[positive], scores[~positive]
+  wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+  return wins / (len(pos) * len(neg))

@@ -2,14 +2,8 @@
 import numpy as np
 import pytest
 
+import conftest
 from aumn_jax import eval_loop
-
-
-def pairwise_auc(scores, positive):
-  """P(a positive scores above a negative) + P(tie) / 2, over every pair."""
-  pos, neg = scores[positive], scores[~positive]
-  wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-  return wins / (len(pos) * len(neg))
 
 
 def test_roc_auc_equals_the_pairwise_definition_with_ties():
@@ -21,7 +15,7 @@ def test_roc_auc_equals_the_pairwise_definition_with_ties():
     if positive.all() or not positive.any():
       continue
     np.testing.assert_allclose(eval_loop.roc_auc(scores, positive),
-                               pairwise_auc(scores, positive), rtol=1e-12)
+                               conftest.pairwise_auc(scores, positive), rtol=1e-12)
   assert np.isnan(eval_loop.roc_auc(np.ones(3), np.ones(3, bool)))
 
 
@@ -47,7 +41,7 @@ def test_attention_auc_pools_every_snippet_of_the_split():
   positive = np.array([0, 1, 1, 0, 0, 0, 0], bool)
   # Pooled, not per video: v1's 0.7 outranks v0's action snippet 0.6.
   assert eval_loop.attention_auc(outputs, split) == pytest.approx(
-      pairwise_auc(scores, positive))
+      conftest.pairwise_auc(scores, positive))
   assert eval_loop.attention_auc(outputs, split) == pytest.approx((5 + 3.5) / 10)  # 0.6 ties 0.6
   assert eval_loop.attention_auc({'v1': outputs['v1']}, _Split({'v1': []})) is None
 

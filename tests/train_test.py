@@ -103,10 +103,7 @@ def test_evaluations_report_the_attention_auc(uninterrupted):
       positive.append(overlap >= 0.5 * seconds)
   scores, positive = np.array(scores), np.array(positive)
   assert 0 < positive.sum() < len(positive)
-  pos, neg = scores[positive], scores[~positive]
-  pairwise = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (
-      len(pos) * len(neg))
-  assert results['fg_auc'] == pytest.approx(pairwise, abs=1e-9)
+  assert results['fg_auc'] == pytest.approx(conftest.pairwise_auc(scores, positive), abs=1e-9)
 
 
 def test_the_files_of_a_run_reproduce_its_results_in_the_numpy_evaluator(uninterrupted):
